@@ -1,0 +1,1 @@
+//! Criterion benchmarks for smoothgrad; see `benches/*.rs`.

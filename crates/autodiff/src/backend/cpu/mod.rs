@@ -1,0 +1,6 @@
+//! The CPU backend: the reference every other backend is checked against, and what an embedded
+//! user runs. Kernels work on plain slices with sizes from a validated geometry.
+
+pub mod conv;
+pub mod gemm;
+pub mod pool;

@@ -1,0 +1,15 @@
+//! Tape-based reverse-mode automatic differentiation with a fast CPU backend.
+
+pub mod backend;
+pub mod element;
+pub mod error;
+pub mod ops;
+pub mod rng;
+pub mod shape;
+pub mod tensor;
+
+pub use element::{DType, Float};
+pub use error::{Error, Result};
+pub use ops::geometry::{Conv2dGeometry, Conv2dParams, Pool2dGeometry, Pool2dParams};
+pub use shape::Shape;
+pub use tensor::Tensor;

@@ -1,0 +1,1 @@
+//! Layers and model graphs for smoothgrad (see the crate README).
