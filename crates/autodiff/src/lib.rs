@@ -6,10 +6,12 @@ pub mod error;
 pub mod ops;
 pub mod rng;
 pub mod shape;
+pub mod tape;
 pub mod tensor;
 
 pub use element::{DType, Float};
 pub use error::{Error, Result};
 pub use ops::geometry::{Conv2dGeometry, Conv2dParams, Pool2dGeometry, Pool2dParams};
 pub use shape::Shape;
+pub use tape::{Grads, Tape, Var};
 pub use tensor::Tensor;

@@ -96,7 +96,7 @@ impl Conv2dGeometry {
         check_positive(op, "stride", &p.stride)?;
         check_positive(op, "dilation", &p.dilation)?;
         let g = p.groups;
-        if g == 0 || x[1] % g != 0 || w[0] % g != 0 {
+        if g == 0 || !x[1].is_multiple_of(g) || !w[0].is_multiple_of(g) {
             return Err(Error::InvalidArgument {
                 op,
                 reason: format!(

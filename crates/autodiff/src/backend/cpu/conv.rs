@@ -1,1 +1,984 @@
+//! 2-D convolution on the CPU (NCHW activations, OIHW weights, as PyTorch).
+//!
+//! Shape of the work: per sample and per group, im2col builds the column matrix
+//! col[Cg·kh·kw, OH·OW], then one packed GEMM does the arithmetic (forward W·col, input
+//! gradient Wᵀ·dY followed by col2im, weight gradient dY·colᵀ summed over the batch). A 1×1,
+//! stride-1, unpadded convolution skips im2col: the input planes already are the column matrix.
+//! Convolutions with one input channel per group (depthwise, channel multipliers) run a direct
+//! loop instead, since their GEMMs would be a few rows deep.
+//!
+//! Threads: with at least as many samples as rayon threads, each task takes whole samples and
+//! runs single-threaded GEMMs; with fewer, samples run in order and each GEMM (and im2col, over
+//! channels) uses the pool. Column buffers are kept per thread and reused across calls.
 
+use super::gemm::{MatRef, Threads, matmul};
+use crate::element::Float;
+use crate::ops::geometry::Conv2dGeometry;
+use rayon::prelude::*;
+use std::any::Any;
+use std::cell::RefCell;
+
+/// out[N,O,OH,OW] = conv(x[N,C,H,W], w[O,C/g,kh,kw]) + bias[O]. `out` is overwritten.
+pub fn conv2d_fwd<T: Float>(
+    g: &Conv2dGeometry,
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    out: &mut [T],
+) {
+    conv2d_fwd_planned(g, x, w, bias, out, Plan::for_batch(g.batch));
+}
+
+/// dx[N,C,H,W] = gradient w.r.t. the input, given dy[N,O,OH,OW]. `dx` is overwritten.
+pub fn conv2d_bwd_input<T: Float>(g: &Conv2dGeometry, dy: &[T], w: &[T], dx: &mut [T]) {
+    conv2d_bwd_input_planned(g, dy, w, dx, Plan::for_batch(g.batch));
+}
+
+/// dw[O,C/g,kh,kw] = gradient w.r.t. the weight, given dy and x. `dw` is overwritten.
+pub fn conv2d_bwd_weight<T: Float>(g: &Conv2dGeometry, dy: &[T], x: &[T], dw: &mut [T]) {
+    conv2d_bwd_weight_planned(g, dy, x, dw, Plan::for_batch(g.batch));
+}
+
+/// db[O] = sum of dy over N, OH, OW. `db` is overwritten.
+pub fn conv2d_bwd_bias<T: Float>(g: &Conv2dGeometry, dy: &[T], db: &mut [T]) {
+    let d = Dims::new(g);
+    assert_eq!(dy.len(), g.batch * d.y_per, "conv2d_bwd_bias: dy length");
+    assert_eq!(db.len(), g.out_channels, "conv2d_bwd_bias: db length");
+    let (o_count, p) = (g.out_channels, d.p);
+    db.par_iter_mut().enumerate().for_each(|(o, b)| {
+        *b = (0..g.batch)
+            .map(|n| sum(&dy[(n * o_count + o) * p..][..p]))
+            .fold(T::zero(), |a, v| a + v);
+    });
+}
+
+/// How one call spreads over the rayon pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Plan {
+    /// Tasks take whole samples; GEMMs inside run on one thread.
+    PerSample,
+    /// Samples in order; each GEMM and im2col uses the pool.
+    PoolInside,
+}
+
+impl Plan {
+    fn for_batch(batch: usize) -> Plan {
+        if batch >= rayon::current_num_threads() {
+            Plan::PerSample
+        } else {
+            Plan::PoolInside
+        }
+    }
+}
+
+/// Sizes derived once from the geometry.
+struct Dims {
+    /// Input channels per group.
+    cg: usize,
+    /// Output channels per group.
+    og: usize,
+    /// Taps of one kernel plane, kh·kw.
+    taps: usize,
+    /// Rows of the column matrix, cg·kh·kw.
+    k: usize,
+    /// Output pixels per plane, OH·OW (columns of the column matrix).
+    p: usize,
+    /// Input pixels per plane, H·W.
+    hw: usize,
+    /// Elements of one input sample, C·H·W.
+    x_per: usize,
+    /// Elements of one output sample, O·OH·OW.
+    y_per: usize,
+    /// 1×1, stride 1, no padding: the input planes are the column matrix.
+    pointwise: bool,
+    /// One input channel per group: the direct loop beats a GEMM with kh·kw-deep products.
+    direct: bool,
+}
+
+impl Dims {
+    fn new(g: &Conv2dGeometry) -> Dims {
+        let cg = g.in_channels / g.groups;
+        let taps = g.kernel_h * g.kernel_w;
+        let p = g.out_h * g.out_w;
+        let hw = g.in_h * g.in_w;
+        Dims {
+            cg,
+            og: g.out_channels / g.groups,
+            taps,
+            k: cg * taps,
+            p,
+            hw,
+            x_per: g.in_channels * hw,
+            y_per: g.out_channels * p,
+            pointwise: taps == 1
+                && g.stride == [1, 1]
+                && g.pad == [0, 0]
+                && g.out_h == g.in_h
+                && g.out_w == g.in_w,
+            direct: cg == 1,
+        }
+    }
+    /// Length of the column buffer one sample needs (none for pointwise).
+    fn col_len(&self) -> usize {
+        if self.pointwise { 0 } else { self.k * self.p }
+    }
+}
+
+fn check_lengths<T>(g: &Conv2dGeometry, d: &Dims, op: &str, x: &[T], w: &[T], y: &[T]) {
+    assert_eq!(x.len(), g.batch * d.x_per, "{op}: input length");
+    assert_eq!(w.len(), g.out_channels * d.k, "{op}: weight length");
+    assert_eq!(y.len(), g.batch * d.y_per, "{op}: output length");
+}
+
+fn conv2d_fwd_planned<T: Float>(
+    g: &Conv2dGeometry,
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    out: &mut [T],
+    plan: Plan,
+) {
+    let d = Dims::new(g);
+    check_lengths(g, &d, "conv2d_fwd", x, w, out);
+    if let Some(b) = bias {
+        assert_eq!(b.len(), g.out_channels, "conv2d_fwd: bias length");
+    }
+    if out.is_empty() {
+        return;
+    }
+    if d.direct {
+        return direct_fwd(g, &d, x, w, bias, out);
+    }
+    let sample = |n: usize, out_n: &mut [T], threads: Threads| {
+        let x_n = &x[n * d.x_per..(n + 1) * d.x_per];
+        with_scratch(d.col_len(), |col: &mut [T]| {
+            for grp in 0..g.groups {
+                let cols = if d.pointwise {
+                    MatRef::row_major(x_n, grp * d.cg * d.hw, d.p)
+                } else {
+                    im2col(
+                        g,
+                        &d,
+                        &x_n[grp * d.cg * d.hw..][..d.cg * d.hw],
+                        col,
+                        threads,
+                    );
+                    MatRef::row_major(&*col, 0, d.p)
+                };
+                let w_g = MatRef::row_major(w, grp * d.og * d.k, d.k);
+                let at = grp * d.og * d.p;
+                matmul(d.og, d.p, d.k, w_g, cols, out_n, at, d.p, false, threads);
+            }
+        });
+        if let Some(b) = bias {
+            for (plane, &bo) in out_n.chunks_mut(d.p).zip(b) {
+                plane.iter_mut().for_each(|v| *v += bo);
+            }
+        }
+    };
+    match plan {
+        Plan::PerSample => out
+            .par_chunks_mut(d.y_per)
+            .enumerate()
+            .for_each(|(n, out_n)| sample(n, out_n, Threads::Single)),
+        Plan::PoolInside => {
+            for (n, out_n) in out.chunks_mut(d.y_per).enumerate() {
+                sample(n, out_n, Threads::Pool);
+            }
+        }
+    }
+}
+
+fn conv2d_bwd_input_planned<T: Float>(
+    g: &Conv2dGeometry,
+    dy: &[T],
+    w: &[T],
+    dx: &mut [T],
+    plan: Plan,
+) {
+    let d = Dims::new(g);
+    check_lengths(g, &d, "conv2d_bwd_input", dx, w, dy);
+    if dx.is_empty() {
+        return;
+    }
+    if d.direct {
+        return direct_bwd_input(g, &d, dy, w, dx);
+    }
+    let sample = |n: usize, dx_n: &mut [T], threads: Threads| {
+        let dy_n = &dy[n * d.y_per..(n + 1) * d.y_per];
+        with_scratch(d.col_len(), |col: &mut [T]| {
+            for grp in 0..g.groups {
+                let w_t = MatRef::transposed(w, grp * d.og * d.k, d.k);
+                let dy_g = MatRef::row_major(dy_n, grp * d.og * d.p, d.p);
+                let dx_g = &mut dx_n[grp * d.cg * d.hw..][..d.cg * d.hw];
+                if d.pointwise {
+                    matmul(d.k, d.p, d.og, w_t, dy_g, dx_g, 0, d.p, false, threads);
+                } else {
+                    matmul(d.k, d.p, d.og, w_t, dy_g, col, 0, d.p, false, threads);
+                    col2im(g, &d, col, dx_g, threads);
+                }
+            }
+        });
+    };
+    match plan {
+        Plan::PerSample => dx
+            .par_chunks_mut(d.x_per)
+            .enumerate()
+            .for_each(|(n, dx_n)| sample(n, dx_n, Threads::Single)),
+        Plan::PoolInside => {
+            for (n, dx_n) in dx.chunks_mut(d.x_per).enumerate() {
+                sample(n, dx_n, Threads::Pool);
+            }
+        }
+    }
+}
+
+fn conv2d_bwd_weight_planned<T: Float>(
+    g: &Conv2dGeometry,
+    dy: &[T],
+    x: &[T],
+    dw: &mut [T],
+    plan: Plan,
+) {
+    let d = Dims::new(g);
+    check_lengths(g, &d, "conv2d_bwd_weight", x, dw, dy);
+    dw.fill(T::zero());
+    if dw.is_empty() || g.batch == 0 {
+        return;
+    }
+    if d.direct {
+        return direct_bwd_weight(g, &d, dy, x, dw);
+    }
+    // Adds sample n's dW into `acc`.
+    let sample = |n: usize, acc: &mut [T], col: &mut [T], threads: Threads| {
+        let x_n = &x[n * d.x_per..(n + 1) * d.x_per];
+        let dy_n = &dy[n * d.y_per..(n + 1) * d.y_per];
+        for grp in 0..g.groups {
+            let cols_t = if d.pointwise {
+                MatRef::transposed(x_n, grp * d.cg * d.hw, d.p)
+            } else {
+                im2col(
+                    g,
+                    &d,
+                    &x_n[grp * d.cg * d.hw..][..d.cg * d.hw],
+                    col,
+                    threads,
+                );
+                MatRef::transposed(&*col, 0, d.p)
+            };
+            let dy_g = MatRef::row_major(dy_n, grp * d.og * d.p, d.p);
+            let at = grp * d.og * d.k;
+            matmul(d.og, d.k, d.p, dy_g, cols_t, acc, at, d.k, true, threads);
+        }
+    };
+    match plan {
+        Plan::PerSample => {
+            // Fixed contiguous runs of samples, one partial sum each, added in order: the result
+            // depends only on the thread count, not on scheduling.
+            let runs = rayon::current_num_threads().clamp(1, g.batch);
+            let per_run = g.batch.div_ceil(runs);
+            let runs = g.batch.div_ceil(per_run);
+            let len = dw.len();
+            let mut partials = vec![T::zero(); (runs - 1) * len];
+            let mut slots: Vec<&mut [T]> = Vec::with_capacity(runs);
+            slots.push(&mut *dw);
+            slots.extend(partials.chunks_mut(len));
+            slots.into_par_iter().enumerate().for_each(|(r, acc)| {
+                with_scratch(d.col_len(), |col: &mut [T]| {
+                    for n in r * per_run..((r + 1) * per_run).min(g.batch) {
+                        sample(n, acc, col, Threads::Single);
+                    }
+                });
+            });
+            for part in partials.chunks(len) {
+                dw.iter_mut().zip(part).for_each(|(a, &b)| *a += b);
+            }
+        }
+        Plan::PoolInside => with_scratch(d.col_len(), |col: &mut [T]| {
+            for n in 0..g.batch {
+                sample(n, dw, col, Threads::Pool);
+            }
+        }),
+    }
+}
+
+/// The outputs `o` in `[lo, hi)` (clipped to `out_len`) whose input index `o·stride + offset`
+/// lies in `[0, in_len)`.
+pub(super) fn valid_range(
+    out_len: usize,
+    in_len: usize,
+    stride: usize,
+    offset: isize,
+) -> (usize, usize) {
+    let lo = if offset >= 0 {
+        0
+    } else {
+        offset.unsigned_abs().div_ceil(stride)
+    };
+    let hi = if offset >= in_len as isize {
+        0
+    } else {
+        ((in_len as isize - offset) as usize).div_ceil(stride)
+    };
+    let hi = hi.min(out_len);
+    (lo.min(hi), hi)
+}
+
+/// Input offset of tap `t` for output 0: `t·dilation − pad`.
+#[inline]
+fn tap_offset(t: usize, dilation: usize, pad: usize) -> isize {
+    (t * dilation) as isize - pad as isize
+}
+
+/// col[(c·kh + i)·kw + j, oh·OW + ow] = x_g[c, oh·sh − ph + i·dh, ow·sw − pw + j·dw], zero
+/// outside the input. Writes all of `col` (len cg·kh·kw·OH·OW).
+fn im2col<T: Float>(g: &Conv2dGeometry, d: &Dims, x_g: &[T], col: &mut [T], threads: Threads) {
+    let channel = |c: usize, col_c: &mut [T]| im2col_channel(g, &x_g[c * d.hw..][..d.hw], col_c);
+    let rows = d.taps * d.p;
+    match threads {
+        Threads::Pool => col
+            .par_chunks_mut(rows)
+            .enumerate()
+            .for_each(|(c, col_c)| channel(c, col_c)),
+        Threads::Single => col
+            .chunks_mut(rows)
+            .enumerate()
+            .for_each(|(c, col_c)| channel(c, col_c)),
+    }
+}
+
+fn im2col_channel<T: Float>(g: &Conv2dGeometry, x_c: &[T], col_c: &mut [T]) {
+    let (ow_len, w_len, sw) = (g.out_w, g.in_w, g.stride[1]);
+    let mut rows = col_c.chunks_mut(g.out_h * ow_len);
+    for i in 0..g.kernel_h {
+        let off_h = tap_offset(i, g.dilation[0], g.pad[0]);
+        for j in 0..g.kernel_w {
+            let row = rows
+                .next()
+                .expect("im2col: column buffer sized by the caller");
+            let off_w = tap_offset(j, g.dilation[1], g.pad[1]);
+            let (lo, hi) = valid_range(ow_len, w_len, sw, off_w);
+            for (oh, dst) in row.chunks_mut(ow_len).enumerate() {
+                let ih = (oh * g.stride[0]) as isize + off_h;
+                if ih < 0 || ih >= g.in_h as isize || lo == hi {
+                    dst.fill(T::zero());
+                    continue;
+                }
+                let src = &x_c[ih as usize * w_len..][..w_len];
+                let start = ((lo * sw) as isize + off_w) as usize;
+                dst[..lo].fill(T::zero());
+                dst[hi..].fill(T::zero());
+                if sw == 1 {
+                    dst[lo..hi].copy_from_slice(&src[start..start + hi - lo]);
+                } else {
+                    for (v, &s) in dst[lo..hi].iter_mut().zip(src[start..].iter().step_by(sw)) {
+                        *v = s;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// dx_g (overwritten) = the adjoint of im2col applied to `col`: every column entry is added
+/// back to the input pixel it was read from.
+fn col2im<T: Float>(g: &Conv2dGeometry, d: &Dims, col: &[T], dx_g: &mut [T], threads: Threads) {
+    let rows = d.taps * d.p;
+    match threads {
+        Threads::Pool => dx_g
+            .par_chunks_mut(d.hw)
+            .zip(col.par_chunks(rows))
+            .for_each(|(dx_c, col_c)| col2im_channel(g, col_c, dx_c)),
+        Threads::Single => dx_g
+            .chunks_mut(d.hw)
+            .zip(col.chunks(rows))
+            .for_each(|(dx_c, col_c)| col2im_channel(g, col_c, dx_c)),
+    }
+}
+
+fn col2im_channel<T: Float>(g: &Conv2dGeometry, col_c: &[T], dx_c: &mut [T]) {
+    dx_c.fill(T::zero());
+    let (ow_len, w_len, sw) = (g.out_w, g.in_w, g.stride[1]);
+    let mut rows = col_c.chunks(g.out_h * ow_len);
+    for i in 0..g.kernel_h {
+        let off_h = tap_offset(i, g.dilation[0], g.pad[0]);
+        for j in 0..g.kernel_w {
+            let row = rows
+                .next()
+                .expect("col2im: column buffer sized by the caller");
+            let off_w = tap_offset(j, g.dilation[1], g.pad[1]);
+            let (lo, hi) = valid_range(ow_len, w_len, sw, off_w);
+            if lo == hi {
+                continue;
+            }
+            let start = ((lo * sw) as isize + off_w) as usize;
+            for (oh, src) in row.chunks(ow_len).enumerate() {
+                let ih = (oh * g.stride[0]) as isize + off_h;
+                if ih < 0 || ih >= g.in_h as isize {
+                    continue;
+                }
+                let dst = &mut dx_c[ih as usize * w_len..][..w_len];
+                add_strided(T::one(), &src[lo..hi], &mut dst[start..], sw);
+            }
+        }
+    }
+}
+
+/// Forward with one input channel per group: out[n,o] = Σ taps w[o,0,i,j]·shifted x[n, o/og].
+fn direct_fwd<T: Float>(
+    g: &Conv2dGeometry,
+    d: &Dims,
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    out: &mut [T],
+) {
+    let o_count = g.out_channels;
+    out.par_chunks_mut(d.p)
+        .enumerate()
+        .for_each(|(plane, out_p)| {
+            let (n, o) = (plane / o_count, plane % o_count);
+            let x_c = &x[(n * g.in_channels + o / d.og) * d.hw..][..d.hw];
+            let w_o = &w[o * d.taps..][..d.taps];
+            out_p.fill(bias.map_or(T::zero(), |b| b[o]));
+            for (oh, out_row) in out_p.chunks_mut(g.out_w).enumerate() {
+                for_each_tap_row(g, oh, |i, j, ih, lo, hi, start| {
+                    let x_row = &x_c[ih * g.in_w..][..g.in_w];
+                    let wv = w_o[i * g.kernel_w + j];
+                    gather_add(wv, &x_row[start..], g.stride[1], &mut out_row[lo..hi]);
+                });
+            }
+        });
+}
+
+/// Input gradient with one input channel per group: scatter each output plane of the group.
+fn direct_bwd_input<T: Float>(g: &Conv2dGeometry, d: &Dims, dy: &[T], w: &[T], dx: &mut [T]) {
+    let c_count = g.in_channels;
+    dx.par_chunks_mut(d.hw)
+        .enumerate()
+        .for_each(|(plane, dx_c)| {
+            let (n, c) = (plane / c_count, plane % c_count);
+            dx_c.fill(T::zero());
+            for o in c * d.og..(c + 1) * d.og {
+                let dy_o = &dy[(n * g.out_channels + o) * d.p..][..d.p];
+                let w_o = &w[o * d.taps..][..d.taps];
+                for (oh, dy_row) in dy_o.chunks(g.out_w).enumerate() {
+                    for_each_tap_row(g, oh, |i, j, ih, lo, hi, start| {
+                        let dx_row = &mut dx_c[ih * g.in_w..][..g.in_w];
+                        let wv = w_o[i * g.kernel_w + j];
+                        add_strided(wv, &dy_row[lo..hi], &mut dx_row[start..], g.stride[1]);
+                    });
+                }
+            }
+        });
+}
+
+/// Weight gradient with one input channel per group: one dot product per tap, row by row.
+fn direct_bwd_weight<T: Float>(g: &Conv2dGeometry, d: &Dims, dy: &[T], x: &[T], dw: &mut [T]) {
+    dw.par_chunks_mut(d.taps).enumerate().for_each(|(o, dw_o)| {
+        let c = o / d.og;
+        for n in 0..g.batch {
+            let dy_o = &dy[(n * g.out_channels + o) * d.p..][..d.p];
+            let x_c = &x[(n * g.in_channels + c) * d.hw..][..d.hw];
+            for (oh, dy_row) in dy_o.chunks(g.out_w).enumerate() {
+                for_each_tap_row(g, oh, |i, j, ih, lo, hi, start| {
+                    let x_row = &x_c[ih * g.in_w..][..g.in_w];
+                    let s = dot_strided(&dy_row[lo..hi], &x_row[start..], g.stride[1]);
+                    dw_o[i * g.kernel_w + j] += s;
+                });
+            }
+        }
+    });
+}
+
+/// Calls `f(i, j, ih, lo, hi, start)` for every tap (i, j) that reads input row `ih` from output
+/// row `oh`: outputs `ow` in `[lo, hi)` read input column `start + (ow − lo)·sw`.
+#[inline]
+fn for_each_tap_row(
+    g: &Conv2dGeometry,
+    oh: usize,
+    mut f: impl FnMut(usize, usize, usize, usize, usize, usize),
+) {
+    for i in 0..g.kernel_h {
+        let ih = (oh * g.stride[0]) as isize + tap_offset(i, g.dilation[0], g.pad[0]);
+        if ih < 0 || ih >= g.in_h as isize {
+            continue;
+        }
+        for j in 0..g.kernel_w {
+            let off_w = tap_offset(j, g.dilation[1], g.pad[1]);
+            let (lo, hi) = valid_range(g.out_w, g.in_w, g.stride[1], off_w);
+            if lo < hi {
+                let start = ((lo * g.stride[1]) as isize + off_w) as usize;
+                f(i, j, ih as usize, lo, hi, start);
+            }
+        }
+    }
+}
+
+/// dst[t] += alpha · src[t·step] for every t of `dst`.
+#[inline]
+fn gather_add<T: Float>(alpha: T, src: &[T], step: usize, dst: &mut [T]) {
+    if step == 1 {
+        let len = dst.len();
+        dst.iter_mut()
+            .zip(&src[..len])
+            .for_each(|(y, &v)| *y += alpha * v);
+    } else {
+        dst.iter_mut()
+            .zip(src.iter().step_by(step))
+            .for_each(|(y, &v)| *y += alpha * v);
+    }
+}
+
+/// dst[t·step] += alpha · src[t] for every t of `src`.
+#[inline]
+fn add_strided<T: Float>(alpha: T, src: &[T], dst: &mut [T], step: usize) {
+    if step == 1 {
+        dst[..src.len()]
+            .iter_mut()
+            .zip(src)
+            .for_each(|(y, &v)| *y += alpha * v);
+    } else {
+        dst.iter_mut()
+            .step_by(step)
+            .zip(src)
+            .for_each(|(y, &v)| *y += alpha * v);
+    }
+}
+
+/// Σ a[t] · b[t·step] over t of `a`, in eight lanes (vectorisable, and more accurate than one
+/// running sum).
+#[inline]
+fn dot_strided<T: Float>(a: &[T], b: &[T], step: usize) -> T {
+    if step != 1 {
+        return a
+            .iter()
+            .zip(b.iter().step_by(step))
+            .fold(T::zero(), |s, (&u, &v)| s + u * v);
+    }
+    let b = &b[..a.len()];
+    let mut lanes = [T::zero(); 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail = a8
+        .remainder()
+        .iter()
+        .zip(b8.remainder())
+        .fold(T::zero(), |s, (&u, &v)| s + u * v);
+    for (ca, cb) in a8.zip(b8) {
+        for l in 0..8 {
+            lanes[l] += ca[l] * cb[l];
+        }
+    }
+    lanes.iter().fold(tail, |s, &v| s + v)
+}
+
+/// Σ a[t] in eight lanes.
+fn sum<T: Float>(a: &[T]) -> T {
+    let mut lanes = [T::zero(); 8];
+    let a8 = a.chunks_exact(8);
+    let tail = a8.remainder().iter().fold(T::zero(), |s, &v| s + v);
+    for c in a8 {
+        for l in 0..8 {
+            lanes[l] += c[l];
+        }
+    }
+    lanes.iter().fold(tail, |s, &v| s + v)
+}
+
+thread_local! {
+    /// Column buffers kept between calls on this thread, at most one per element type.
+    static SCRATCH: RefCell<Vec<Box<dyn Any>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on a buffer of `len` elements (contents unspecified) taken from this thread's
+/// cache. The buffer is out of the cache while `f` runs, so a call nested through rayon work
+/// stealing gets a fresh one instead of a double borrow.
+fn with_scratch<T: Float, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
+    if len == 0 {
+        return f(&mut []);
+    }
+    let cached = SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        let at = s.iter().position(|b| b.is::<Vec<T>>())?;
+        s.swap_remove(at).downcast::<Vec<T>>().ok()
+    });
+    let mut buf: Vec<T> = cached.map(|b| *b).unwrap_or_default();
+    if buf.len() < len {
+        buf.resize(len, T::zero());
+    }
+    let result = f(&mut buf[..len]);
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        match s.iter_mut().find_map(|b| b.downcast_mut::<Vec<T>>()) {
+            // A nested call returned one meanwhile: keep the larger.
+            Some(other) if other.len() >= buf.len() => {}
+            Some(other) => *other = buf,
+            None => s.push(Box::new(buf)),
+        }
+    });
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::geometry::Conv2dParams;
+    use crate::tensor::Tensor;
+
+    fn data(dims: &[usize], seed: u64) -> Vec<f64> {
+        Tensor::<f64>::uniform(dims, -1.0, 1.0, seed)
+            .unwrap()
+            .into_vec()
+    }
+
+    fn params(
+        stride: [usize; 2],
+        padding: [usize; 4],
+        dilation: [usize; 2],
+        groups: usize,
+    ) -> Conv2dParams {
+        Conv2dParams {
+            stride,
+            padding,
+            dilation,
+            groups,
+        }
+    }
+
+    /// (x dims, w dims, params, what it covers)
+    fn cases() -> Vec<([usize; 4], [usize; 4], Conv2dParams, &'static str)> {
+        let p = Conv2dParams::new;
+        vec![
+            ([1, 3, 7, 5], [4, 3, 3, 3], p(), "odd 7x5, valid, batch 1"),
+            (
+                [3, 3, 7, 5],
+                [4, 3, 3, 2],
+                p().stride(2).padding(1),
+                "stride 2, pad 1, 3x2 kernel, batch 3",
+            ),
+            (
+                [2, 2, 7, 5],
+                [3, 2, 3, 3],
+                params([1, 2], [1, 0, 2, 1], [1, 1], 1),
+                "asymmetric padding, stride (1,2)",
+            ),
+            (
+                [3, 2, 9, 8],
+                [3, 2, 3, 3],
+                p().padding(2).dilation(2),
+                "dilation 2",
+            ),
+            (
+                [1, 3, 7, 6],
+                [2, 3, 2, 3],
+                params([2, 1], [0; 4], [2, 1], 1),
+                "mixed stride and dilation",
+            ),
+            (
+                [3, 4, 7, 5],
+                [6, 2, 3, 3],
+                p().padding(1).groups(2),
+                "groups 2",
+            ),
+            (
+                [3, 3, 7, 5],
+                [6, 1, 3, 3],
+                p().stride(2).padding(1).groups(3),
+                "depthwise, multiplier 2, stride 2",
+            ),
+            (
+                [1, 4, 8, 7],
+                [4, 1, 3, 3],
+                p().padding(2).dilation(2).groups(4),
+                "depthwise, dilation 2, batch 1",
+            ),
+            (
+                [3, 1, 6, 5],
+                [4, 1, 3, 3],
+                p().padding(1),
+                "one input channel, groups 1 (direct path)",
+            ),
+            ([3, 5, 7, 5], [4, 5, 1, 1], p(), "1x1 pointwise, batch 3"),
+            (
+                [1, 4, 6, 5],
+                [6, 2, 1, 1],
+                p().groups(2),
+                "1x1 pointwise, groups 2, batch 1",
+            ),
+            (
+                [2, 3, 7, 5],
+                [4, 3, 1, 1],
+                p().stride(2),
+                "1x1 stride 2 (im2col path)",
+            ),
+            (
+                [1, 3, 5, 4],
+                [2, 3, 1, 1],
+                params([1, 1], [0, 0, 1, 2], [1, 1], 1),
+                "1x1 with trailing padding only",
+            ),
+            (
+                [2, 2, 3, 3],
+                [2, 2, 5, 5],
+                p().padding(2),
+                "kernel as large as the padded input",
+            ),
+        ]
+    }
+
+    fn idx(d: [usize; 4], a: usize, b: usize, c: usize, e: usize) -> usize {
+        ((a * d[1] + b) * d[2] + c) * d[3] + e
+    }
+
+    /// The 7 nested loops over (n, o, oh, ow, c, i, j), calling `f(x_index, w_index, y_index)`
+    /// for every tap that reads the input.
+    fn each_tap(g: &Conv2dGeometry, mut f: impl FnMut(usize, usize, usize)) {
+        let (xd, wd, yd) = (g.in_dims(), g.weight_dims(), g.out_dims());
+        let (cg, og) = (wd[1], g.out_channels / g.groups);
+        for n in 0..g.batch {
+            for o in 0..g.out_channels {
+                for oh in 0..g.out_h {
+                    for ow in 0..g.out_w {
+                        for cl in 0..cg {
+                            for i in 0..g.kernel_h {
+                                for j in 0..g.kernel_w {
+                                    let ih = (oh * g.stride[0] + i * g.dilation[0]) as isize
+                                        - g.pad[0] as isize;
+                                    let iw = (ow * g.stride[1] + j * g.dilation[1]) as isize
+                                        - g.pad[1] as isize;
+                                    if ih < 0
+                                        || iw < 0
+                                        || ih >= g.in_h as isize
+                                        || iw >= g.in_w as isize
+                                    {
+                                        continue;
+                                    }
+                                    let c = (o / og) * cg + cl;
+                                    f(
+                                        idx(xd, n, c, ih as usize, iw as usize),
+                                        idx(wd, o, cl, i, j),
+                                        idx(yd, n, o, oh, ow),
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn reference_fwd(g: &Conv2dGeometry, x: &[f64], w: &[f64], b: &[f64]) -> Vec<f64> {
+        let p = g.out_h * g.out_w;
+        let mut y: Vec<f64> = (0..g.batch * g.out_channels * p)
+            .map(|k| b[(k / p) % g.out_channels])
+            .collect();
+        each_tap(g, |xi, wi, yi| y[yi] += x[xi] * w[wi]);
+        y
+    }
+
+    fn dot(a: &[f64], b: &[f64]) -> f64 {
+        a.iter().zip(b).map(|(u, v)| u * v).sum()
+    }
+
+    fn assert_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        for (k, (&a, &b)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (a - b).abs() <= tol * b.abs().max(1.0),
+                "{what}: element {k}: got {a}, want {b}"
+            );
+        }
+    }
+
+    struct Case {
+        g: Conv2dGeometry,
+        x: Vec<f64>,
+        w: Vec<f64>,
+        b: Vec<f64>,
+        dy: Vec<f64>,
+        name: String,
+    }
+
+    fn all_cases() -> Vec<Case> {
+        cases()
+            .into_iter()
+            .enumerate()
+            .map(|(k, (xd, wd, p, name))| {
+                let g = Conv2dGeometry::new(&xd, &wd, &p).unwrap();
+                let seed = 100 * k as u64;
+                Case {
+                    x: data(&xd, seed + 1),
+                    w: data(&wd, seed + 2),
+                    b: data(&[wd[0]], seed + 3),
+                    dy: data(&g.out_dims(), seed + 4),
+                    name: format!("{name} {xd:?} {wd:?}"),
+                    g,
+                }
+            })
+            .collect()
+    }
+
+    const PLANS: [Plan; 2] = [Plan::PerSample, Plan::PoolInside];
+
+    #[test]
+    fn conv2d_fwd_matches_direct_loop() {
+        for c in all_cases() {
+            let want = reference_fwd(&c.g, &c.x, &c.w, &c.b);
+            for plan in PLANS {
+                let mut out = vec![f64::NAN; want.len()];
+                conv2d_fwd_planned(&c.g, &c.x, &c.w, Some(&c.b), &mut out, plan);
+                assert_close(&out, &want, 1e-12, &format!("{} {plan:?}", c.name));
+                conv2d_fwd_planned(&c.g, &c.x, &c.w, None, &mut out, plan);
+                let zero_bias = vec![0.0; c.b.len()];
+                let want = reference_fwd(&c.g, &c.x, &c.w, &zero_bias);
+                assert_close(&out, &want, 1e-12, &format!("{} no bias {plan:?}", c.name));
+            }
+        }
+    }
+
+    #[test]
+    fn conv2d_bwd_input_matches_direct_loop_and_adjoint() {
+        for c in all_cases() {
+            let mut want = vec![0.0; c.x.len()];
+            each_tap(&c.g, |xi, wi, yi| want[xi] += c.w[wi] * c.dy[yi]);
+            let y = reference_fwd(&c.g, &c.x, &c.w, &vec![0.0; c.b.len()]);
+            for plan in PLANS {
+                let mut dx = vec![f64::NAN; c.x.len()];
+                conv2d_bwd_input_planned(&c.g, &c.dy, &c.w, &mut dx, plan);
+                assert_close(&dx, &want, 1e-12, &format!("{} {plan:?}", c.name));
+                let (lhs, rhs) = (dot(&y, &c.dy), dot(&c.x, &dx));
+                assert!(
+                    (lhs - rhs).abs() <= 1e-12 * lhs.abs().max(1.0),
+                    "{}: <conv(x), dy> = {lhs} but <x, bwd_input(dy)> = {rhs}",
+                    c.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn conv2d_bwd_weight_matches_direct_loop_and_adjoint() {
+        for c in all_cases() {
+            let mut want = vec![0.0; c.w.len()];
+            each_tap(&c.g, |xi, wi, yi| want[wi] += c.x[xi] * c.dy[yi]);
+            let y = reference_fwd(&c.g, &c.x, &c.w, &vec![0.0; c.b.len()]);
+            for plan in PLANS {
+                let mut dw = vec![f64::NAN; c.w.len()];
+                conv2d_bwd_weight_planned(&c.g, &c.dy, &c.x, &mut dw, plan);
+                assert_close(&dw, &want, 1e-12, &format!("{} {plan:?}", c.name));
+                // The convolution is linear in w too: <conv_w(x), dy> = <w, bwd_weight(dy, x)>.
+                let (lhs, rhs) = (dot(&y, &c.dy), dot(&c.w, &dw));
+                assert!(
+                    (lhs - rhs).abs() <= 1e-12 * lhs.abs().max(1.0),
+                    "{}: <conv_w(x), dy> = {lhs} but <w, bwd_weight(dy, x)> = {rhs}",
+                    c.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn conv2d_bwd_bias_sums_over_batch_and_pixels() {
+        for c in all_cases() {
+            let p = c.g.out_h * c.g.out_w;
+            let mut want = vec![0.0; c.g.out_channels];
+            for (k, v) in c.dy.iter().enumerate() {
+                want[(k / p) % c.g.out_channels] += v;
+            }
+            let mut db = vec![f64::NAN; want.len()];
+            conv2d_bwd_bias(&c.g, &c.dy, &mut db);
+            assert_close(&db, &want, 1e-12, &c.name);
+        }
+    }
+
+    #[test]
+    fn conv2d_f32_matches_f64_reference() {
+        let to32 = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
+        let widen = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<f64>>();
+        for c in all_cases() {
+            let (x, w, b, dy) = (to32(&c.x), to32(&c.w), to32(&c.b), to32(&c.dy));
+            // Reference on the f32-rounded inputs, so only the kernel's rounding remains.
+            let (x64, w64, b64, dy64) = (widen(&x), widen(&w), widen(&b), widen(&dy));
+            let mut out = vec![0f32; c.dy.len()];
+            conv2d_fwd(&c.g, &x, &w, Some(&b), &mut out);
+            let want = reference_fwd(&c.g, &x64, &w64, &b64);
+            assert_close(&widen(&out), &want, 1e-5, &format!("f32 fwd {}", c.name));
+
+            let mut dx = vec![0f32; x.len()];
+            conv2d_bwd_input(&c.g, &dy, &w, &mut dx);
+            let mut want = vec![0.0; x.len()];
+            each_tap(&c.g, |xi, wi, yi| want[xi] += w64[wi] * dy64[yi]);
+            assert_close(
+                &widen(&dx),
+                &want,
+                1e-5,
+                &format!("f32 bwd_input {}", c.name),
+            );
+
+            let mut dw = vec![0f32; w.len()];
+            conv2d_bwd_weight(&c.g, &dy, &x, &mut dw);
+            let mut want = vec![0.0; w.len()];
+            each_tap(&c.g, |xi, wi, yi| want[wi] += x64[xi] * dy64[yi]);
+            assert_close(
+                &widen(&dw),
+                &want,
+                1e-5,
+                &format!("f32 bwd_weight {}", c.name),
+            );
+        }
+    }
+
+    #[test]
+    fn conv2d_degenerate_sizes_do_not_panic() {
+        // An empty input plane with padding: every output is the bias.
+        let g = Conv2dGeometry::new(
+            &[2, 3, 0, 2],
+            &[2, 3, 2, 2],
+            &Conv2dParams::new().padding(1),
+        )
+        .unwrap();
+        let (x, w) = (vec![0.0; 0], data(&g.weight_dims(), 1));
+        let mut out = vec![f64::NAN; g.out_dims().iter().product()];
+        conv2d_fwd(&g, &x, &w, Some(&[0.5, -2.0]), &mut out);
+        let p = g.out_h * g.out_w;
+        for (k, v) in out.iter().enumerate() {
+            assert_eq!(*v, if (k / p) % 2 == 0 { 0.5 } else { -2.0 });
+        }
+        let dy = data(&g.out_dims(), 2);
+        let mut dw = vec![f64::NAN; w.len()];
+        conv2d_bwd_weight(&g, &dy, &x, &mut dw);
+        assert!(dw.iter().all(|&v| v == 0.0));
+        conv2d_bwd_input(&g, &dy, &w, &mut []);
+
+        // No input channels: the weight is empty and the output is the bias.
+        let g = Conv2dGeometry::new(&[1, 0, 4, 4], &[2, 0, 3, 3], &Conv2dParams::new()).unwrap();
+        let mut out = vec![f64::NAN; g.out_dims().iter().product()];
+        conv2d_fwd(&g, &[], &[], Some(&[1.0, 2.0]), &mut out);
+        assert!(out[..4].iter().all(|&v| v == 1.0) && out[4..].iter().all(|&v| v == 2.0));
+
+        // No output channels: the input gradient is zero.
+        let g = Conv2dGeometry::new(&[1, 2, 4, 4], &[0, 2, 3, 3], &Conv2dParams::new()).unwrap();
+        let mut dx = vec![f64::NAN; 32];
+        conv2d_bwd_input(&g, &[], &[], &mut dx);
+        assert!(dx.iter().all(|&v| v == 0.0));
+
+        // An empty batch.
+        let g = Conv2dGeometry::new(&[0, 2, 4, 4], &[3, 2, 3, 3], &Conv2dParams::new()).unwrap();
+        let mut dw = vec![f64::NAN; 54];
+        conv2d_bwd_weight(&g, &[], &[], &mut dw);
+        assert!(dw.iter().all(|&v| v == 0.0));
+        conv2d_fwd(&g, &[], &data(&[3, 2, 3, 3], 3), None, &mut []);
+    }
+
+    #[test]
+    fn conv2d_nested_in_rayon_tasks_matches_sequential() {
+        let c = &all_cases()[5];
+        let want = reference_fwd(&c.g, &c.x, &c.w, &c.b);
+        (0..8).into_par_iter().for_each(|_| {
+            let mut out = vec![0.0; want.len()];
+            conv2d_fwd_planned(&c.g, &c.x, &c.w, Some(&c.b), &mut out, Plan::PoolInside);
+            assert_close(&out, &want, 1e-12, "nested");
+        });
+    }
+}

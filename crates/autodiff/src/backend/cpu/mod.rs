@@ -2,5 +2,6 @@
 //! user runs. Kernels work on plain slices with sizes from a validated geometry.
 
 pub mod conv;
+pub mod elementwise;
 pub mod gemm;
 pub mod pool;

@@ -1,0 +1,165 @@
+//! ReLU, saving one bit per element for its backward.
+
+use super::Op;
+use crate::element::Float;
+use crate::error::Result;
+use crate::tape::{KernelLog, Tape, Var, accumulate};
+use crate::tensor::Tensor;
+
+/// One bit per element: set where the forward input was strictly positive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BitMask {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl BitMask {
+    /// Bits `x > 0` for each element (NaN gives 0).
+    pub fn positive<T: Float>(x: &[T]) -> Self {
+        Self::from_predicate(x, |v| v > T::zero())
+    }
+
+    /// Bits `pred(x)` for each element.
+    pub fn from_predicate<T: Float>(x: &[T], pred: impl Fn(T) -> bool) -> Self {
+        let mut words = vec![0u64; x.len().div_ceil(64)];
+        for (w, chunk) in words.iter_mut().zip(x.chunks(64)) {
+            let mut bits = 0u64;
+            for (i, &v) in chunk.iter().enumerate() {
+                bits |= (pred(v) as u64) << i;
+            }
+            *w = bits;
+        }
+        BitMask {
+            words,
+            len: x.len(),
+        }
+    }
+
+    /// Number of elements covered.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the mask covers no element.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bit `i`.
+    #[inline]
+    pub fn get(&self, i: usize) -> bool {
+        (self.words[i / 64] >> (i % 64)) & 1 == 1
+    }
+
+    /// `g` where the bit is set, 0 elsewhere.
+    pub fn apply<T: Float>(&self, g: &[T]) -> Vec<T> {
+        let mut out = vec![T::zero(); g.len()];
+        for ((o, gc), &w) in out.chunks_mut(64).zip(g.chunks(64)).zip(&self.words) {
+            for (i, (o, &gv)) in o.iter_mut().zip(gc).enumerate() {
+                if (w >> i) & 1 == 1 {
+                    *o = gv;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// `max(x, 0)`, with NaN passed through as PyTorch does.
+pub fn relu_fwd<T: Float>(x: &[T]) -> Vec<T> {
+    x.iter()
+        .map(|&v| {
+            if v > T::zero() || v.is_nan() {
+                v
+            } else {
+                T::zero()
+            }
+        })
+        .collect()
+}
+
+impl<T: Float> Tape<T> {
+    /// `max(x, 0)`; the gradient at exactly 0 is 0 (PyTorch's convention).
+    pub fn relu(&mut self, x: &Var<T>) -> Result<Var<T>> {
+        let ix = self.input(x)?;
+        let xs = x.value().as_slice();
+        let value = Tensor::from_parts(x.value().shape().clone(), relu_fwd(xs));
+        Ok(self.result(ix.is_some(), value, || Op::Relu {
+            x: ix,
+            mask: BitMask::positive(xs),
+        }))
+    }
+}
+
+impl<T: Float> Tape<T> {
+    /// `min(max(x, low), high)` (ReLU6 is `clamp(x, 0, 6)`). The gradient passes only strictly
+    /// inside (low, high), as PyTorch's `hardtanh`/`relu6`, consistent with ReLU at 0.
+    pub fn clamp(&mut self, x: &Var<T>, low: f64, high: f64) -> Result<Var<T>> {
+        if low.is_nan() || high.is_nan() || low > high {
+            return Err(crate::error::Error::InvalidArgument {
+                op: "clamp",
+                reason: format!("bounds must satisfy low <= high, got [{low}, {high}]"),
+            });
+        }
+        let ix = self.input(x)?;
+        let (lo, hi) = (T::from_f64(low), T::from_f64(high));
+        let xs = x.value().as_slice();
+        let out = xs
+            .iter()
+            .map(|&v| {
+                if v < lo {
+                    lo
+                } else if v > hi {
+                    hi
+                } else {
+                    v
+                }
+            })
+            .collect();
+        let value = Tensor::from_parts(x.value().shape().clone(), out);
+        Ok(self.result(ix.is_some(), value, || Op::Clamp {
+            x: ix,
+            mask: BitMask::from_predicate(xs, |v| v > lo && v < hi),
+        }))
+    }
+}
+
+/// Passes `grad` where the mask is set (ReLU and clamp).
+pub(super) fn mask_backward<T: Float>(
+    x: super::Input,
+    mask: &BitMask,
+    grad: &Tensor<T>,
+    grads: &mut [Option<Tensor<T>>],
+    log: &mut KernelLog,
+    kernel: &'static str,
+) {
+    if let Some(x) = x {
+        log.record(kernel);
+        accumulate(
+            grads,
+            x,
+            Tensor::from_parts(grad.shape().clone(), mask.apply(grad.as_slice())),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_spans_word_boundaries() {
+        let x: Vec<f32> = (0..130)
+            .map(|i| if i % 3 == 0 { 1.0 } else { -1.0 })
+            .collect();
+        let m = BitMask::positive(&x);
+        assert_eq!(m.len(), 130);
+        for i in 0..130 {
+            assert_eq!(m.get(i), i % 3 == 0);
+        }
+        let g = vec![2.0f32; 130];
+        let out = m.apply(&g);
+        assert_eq!(out[129], 2.0);
+        assert_eq!(out[128], 0.0);
+    }
+}

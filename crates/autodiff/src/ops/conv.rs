@@ -1,0 +1,95 @@
+//! 2-D convolution (stride, padding, dilation, groups): forward, and `conv2d_bwd_input` /
+//! `conv2d_bwd_weight` as separate kernels, each run only when its gradient is needed.
+
+use super::{Input, Op};
+use crate::backend::cpu::conv as kernels;
+use crate::element::Float;
+use crate::error::{Error, Result};
+use crate::ops::geometry::{Conv2dGeometry, Conv2dParams};
+use crate::shape::Shape;
+use crate::tape::{KernelLog, Tape, Var, accumulate};
+use crate::tensor::Tensor;
+
+impl<T: Float> Tape<T> {
+    /// Convolution of `x[N, C, H, W]` with `w[O, C/groups, kH, kW]` plus optional `bias[O]`
+    /// (PyTorch's `F.conv2d`, cross-correlation).
+    pub fn conv2d(
+        &mut self,
+        x: &Var<T>,
+        w: &Var<T>,
+        bias: Option<&Var<T>>,
+        params: &Conv2dParams,
+    ) -> Result<Var<T>> {
+        let geometry = Conv2dGeometry::new(x.dims(), w.dims(), params)?;
+        if let Some(b) = bias
+            && b.dims() != [geometry.out_channels]
+        {
+            return Err(Error::ShapeMismatch {
+                op: "conv2d (bias)",
+                lhs: b.dims().to_vec(),
+                rhs: vec![geometry.out_channels],
+            });
+        }
+        let (ix, iw) = (self.input(x)?, self.input(w)?);
+        let ib = match bias {
+            Some(b) => self.input(b)?,
+            None => None,
+        };
+        let shape = Shape::new(&geometry.out_dims())?;
+        let mut out = vec![T::zero(); shape.numel()];
+        kernels::conv2d_fwd(
+            &geometry,
+            x.value().as_slice(),
+            w.value().as_slice(),
+            bias.map(|b| b.value().as_slice()),
+            &mut out,
+        );
+        let value = Tensor::from_parts(shape, out);
+        // dX needs the weights; dW needs the input. Save each only if the other is tracked.
+        let x_val = iw.map(|_| x.value().clone());
+        let w_val = ix.map(|_| w.value().clone());
+        let tracked = ix.is_some() || iw.is_some() || ib.is_some();
+        Ok(self.result(tracked, value, || Op::Conv2d {
+            x: ix,
+            w: iw,
+            b: ib,
+            geometry,
+            x_val,
+            w_val,
+        }))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn conv2d_backward<T: Float>(
+    x: Input,
+    w: Input,
+    b: Input,
+    g: &Conv2dGeometry,
+    x_val: &Option<Tensor<T>>,
+    w_val: &Option<Tensor<T>>,
+    grad: &Tensor<T>,
+    grads: &mut [Option<Tensor<T>>],
+    log: &mut KernelLog,
+) -> Result<()> {
+    let dy = grad.as_slice();
+    if let (Some(ix), Some(wv)) = (x, w_val) {
+        log.record("conv2d_bwd_input");
+        let mut dx = vec![T::zero(); g.in_dims().iter().product()];
+        kernels::conv2d_bwd_input(g, dy, wv.as_slice(), &mut dx);
+        accumulate(grads, ix, Tensor::from_vec(dx, &g.in_dims())?);
+    }
+    if let (Some(iw), Some(xv)) = (w, x_val) {
+        log.record("conv2d_bwd_weight");
+        let mut dw = vec![T::zero(); g.weight_dims().iter().product()];
+        kernels::conv2d_bwd_weight(g, dy, xv.as_slice(), &mut dw);
+        accumulate(grads, iw, Tensor::from_vec(dw, &g.weight_dims())?);
+    }
+    if let Some(ib) = b {
+        log.record("conv2d_bwd_bias");
+        let mut db = vec![T::zero(); g.out_channels];
+        kernels::conv2d_bwd_bias(g, dy, &mut db);
+        accumulate(grads, ib, Tensor::from_vec(db, &[g.out_channels])?);
+    }
+    Ok(())
+}

@@ -1,0 +1,534 @@
+//! A model: a small DAG of layers over one input, run on an autodiff tape.
+//!
+//! Values are numbered: value 0 is the model input, value `k + 1` is the output of node `k`.
+//! Nodes only read earlier values, so the node list is a topological order by construction,
+//! which is what makes residual adds (ResNet) and channel concats (SqueezeNet) plain nodes.
+
+use crate::error::{LayersError, Result};
+use smoothgrad_autodiff::{
+    Conv2dGeometry, Conv2dParams, Float, Pool2dGeometry, Pool2dParams, Tape, Tensor, Var,
+};
+
+/// One operation of a model. Weights are stored in PyTorch's layouts (OIHW, [out, in]).
+#[derive(Debug, Clone)]
+pub enum Layer<T: Float> {
+    Conv2d {
+        weight: Tensor<T>,
+        bias: Option<Tensor<T>>,
+        params: Conv2dParams,
+    },
+    Linear {
+        weight: Tensor<T>,
+        bias: Option<Tensor<T>>,
+    },
+    Relu,
+    /// `min(max(x, low), high)`; ReLU6 is `Clamp { low: 0, high: 6 }`.
+    Clamp {
+        low: f64,
+        high: f64,
+    },
+    MaxPool2d(Pool2dParams),
+    AvgPool2d(Pool2dParams),
+    GlobalAvgPool,
+    /// Inference-form batch norm over axis 1.
+    BatchNorm {
+        gamma: Tensor<T>,
+        beta: Tensor<T>,
+        mean: Tensor<T>,
+        var: Tensor<T>,
+        eps: f64,
+    },
+    /// Collapse the axes from `start_dim` on (PyTorch's `flatten`; `start_dim` counts the batch).
+    Flatten {
+        start_dim: usize,
+    },
+    /// Reshape each sample to `sample_dims` (the batch axis is kept as it is).
+    Reshape {
+        sample_dims: Vec<usize>,
+    },
+    /// Elementwise sum of two inputs of the same shape (residual connections).
+    Add,
+    /// Concatenation along `axis` (1 = channels).
+    Concat {
+        axis: usize,
+    },
+    Softmax {
+        axis: usize,
+    },
+    /// Passes its input through (dropout in inference, a folded batch norm, ONNX `Identity`).
+    Identity,
+}
+
+impl<T: Float> Layer<T> {
+    /// A short name of the kind of layer, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Layer::Conv2d { .. } => "conv2d",
+            Layer::Linear { .. } => "linear",
+            Layer::Relu => "relu",
+            Layer::Clamp { .. } => "clamp",
+            Layer::MaxPool2d(_) => "max_pool2d",
+            Layer::AvgPool2d(_) => "avg_pool2d",
+            Layer::GlobalAvgPool => "global_avg_pool2d",
+            Layer::BatchNorm { .. } => "batch_norm",
+            Layer::Flatten { .. } => "flatten",
+            Layer::Reshape { .. } => "reshape",
+            Layer::Add => "add",
+            Layer::Concat { .. } => "concat",
+            Layer::Softmax { .. } => "softmax",
+            Layer::Identity => "identity",
+        }
+    }
+
+    fn arity(&self) -> Option<usize> {
+        match self {
+            Layer::Add => Some(2),
+            Layer::Concat { .. } => None,
+            _ => Some(1),
+        }
+    }
+
+    fn cast<U: Float>(&self) -> Layer<U> {
+        let c = |t: &Tensor<T>| t.cast::<U>();
+        match self {
+            Layer::Conv2d {
+                weight,
+                bias,
+                params,
+            } => Layer::Conv2d {
+                weight: c(weight),
+                bias: bias.as_ref().map(c),
+                params: *params,
+            },
+            Layer::Linear { weight, bias } => Layer::Linear {
+                weight: c(weight),
+                bias: bias.as_ref().map(c),
+            },
+            Layer::Relu => Layer::Relu,
+            Layer::Clamp { low, high } => Layer::Clamp {
+                low: *low,
+                high: *high,
+            },
+            Layer::MaxPool2d(p) => Layer::MaxPool2d(*p),
+            Layer::AvgPool2d(p) => Layer::AvgPool2d(*p),
+            Layer::GlobalAvgPool => Layer::GlobalAvgPool,
+            Layer::BatchNorm {
+                gamma,
+                beta,
+                mean,
+                var,
+                eps,
+            } => Layer::BatchNorm {
+                gamma: c(gamma),
+                beta: c(beta),
+                mean: c(mean),
+                var: c(var),
+                eps: *eps,
+            },
+            Layer::Flatten { start_dim } => Layer::Flatten {
+                start_dim: *start_dim,
+            },
+            Layer::Reshape { sample_dims } => Layer::Reshape {
+                sample_dims: sample_dims.clone(),
+            },
+            Layer::Add => Layer::Add,
+            Layer::Concat { axis } => Layer::Concat { axis: *axis },
+            Layer::Softmax { axis } => Layer::Softmax { axis: *axis },
+            Layer::Identity => Layer::Identity,
+        }
+    }
+
+    /// The output shape for inputs of the given shapes (batch axis included), or why not.
+    pub(crate) fn infer(&self, ins: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
+        let x = ins[0];
+        let err = |e: smoothgrad_autodiff::Error| e.to_string();
+        Ok(match self {
+            Layer::Conv2d {
+                weight,
+                bias,
+                params,
+            } => {
+                let g = Conv2dGeometry::new(x, weight.dims(), params).map_err(err)?;
+                if let Some(b) = bias
+                    && b.dims() != [g.out_channels]
+                {
+                    return Err(format!(
+                        "bias has shape {:?}, expected [{}]",
+                        b.dims(),
+                        g.out_channels
+                    ));
+                }
+                g.out_dims().to_vec()
+            }
+            Layer::Linear { weight, bias } => {
+                let w = weight.dims();
+                if w.len() != 2 || x.last() != Some(&w[1]) {
+                    return Err(format!(
+                        "input {x:?} does not fit weight {w:?} ([out, in]); flatten first?"
+                    ));
+                }
+                if let Some(b) = bias
+                    && b.dims() != [w[0]]
+                {
+                    return Err(format!(
+                        "bias has shape {:?}, expected [{}]",
+                        b.dims(),
+                        w[0]
+                    ));
+                }
+                let mut d = x.to_vec();
+                let last = d.len() - 1;
+                d[last] = w[0];
+                d
+            }
+            Layer::Relu | Layer::Clamp { .. } | Layer::Identity => x.to_vec(),
+            Layer::MaxPool2d(p) => Pool2dGeometry::new("max_pool2d", x, p)
+                .map_err(err)?
+                .out_dims()
+                .to_vec(),
+            Layer::AvgPool2d(p) => Pool2dGeometry::new("avg_pool2d", x, p)
+                .map_err(err)?
+                .out_dims()
+                .to_vec(),
+            Layer::GlobalAvgPool => {
+                if x.len() != 4 {
+                    return Err(format!("input {x:?} is not [N, C, H, W]"));
+                }
+                vec![x[0], x[1], 1, 1]
+            }
+            Layer::BatchNorm {
+                gamma,
+                beta,
+                mean,
+                var,
+                ..
+            } => {
+                let c = x.get(1).copied().unwrap_or(0);
+                for (name, t) in [
+                    ("weight", gamma),
+                    ("bias", beta),
+                    ("mean", mean),
+                    ("var", var),
+                ] {
+                    if t.dims() != [c] {
+                        return Err(format!(
+                            "{name} has shape {:?}, expected [{c}] for input {x:?}",
+                            t.dims()
+                        ));
+                    }
+                }
+                x.to_vec()
+            }
+            Layer::Flatten { start_dim } => {
+                if *start_dim == 0 || *start_dim >= x.len() {
+                    return Err(format!(
+                        "start_dim {start_dim} must be in 1..{} (the batch axis stays)",
+                        x.len()
+                    ));
+                }
+                let mut d = x[..*start_dim].to_vec();
+                d.push(x[*start_dim..].iter().product());
+                d
+            }
+            Layer::Reshape { sample_dims } => {
+                let have: usize = x[1..].iter().product();
+                let want: usize = sample_dims.iter().product();
+                if have != want {
+                    return Err(format!(
+                        "cannot reshape samples of shape {:?} to {sample_dims:?}",
+                        &x[1..]
+                    ));
+                }
+                let mut d = vec![x[0]];
+                d.extend(sample_dims);
+                d
+            }
+            Layer::Add => {
+                if ins[0] != ins[1] {
+                    return Err(format!(
+                        "adds inputs of different shapes {:?} and {:?}",
+                        ins[0], ins[1]
+                    ));
+                }
+                x.to_vec()
+            }
+            Layer::Concat { axis } => {
+                let mut d = x.to_vec();
+                if *axis == 0 || *axis >= d.len() {
+                    return Err(format!("axis {axis} out of range for {x:?}"));
+                }
+                d[*axis] = 0;
+                for i in ins {
+                    let same =
+                        i.len() == x.len() && (0..x.len()).all(|k| k == *axis || i[k] == x[k]);
+                    if !same {
+                        return Err(format!("inputs {:?} and {i:?} differ off axis {axis}", x));
+                    }
+                    d[*axis] += i[*axis];
+                }
+                d
+            }
+            Layer::Softmax { axis } => {
+                if *axis >= x.len() {
+                    return Err(format!("axis {axis} out of range for {x:?}"));
+                }
+                x.to_vec()
+            }
+        })
+    }
+
+    /// Records this layer on `tape`.
+    fn forward(&self, tape: &mut Tape<T>, ins: &[&Var<T>]) -> smoothgrad_autodiff::Result<Var<T>> {
+        let x = ins[0];
+        let k = |t: &Tensor<T>| Var::constant(t.clone());
+        match self {
+            Layer::Conv2d {
+                weight,
+                bias,
+                params,
+            } => tape.conv2d(x, &k(weight), bias.as_ref().map(k).as_ref(), params),
+            Layer::Linear { weight, bias } => {
+                tape.linear(x, &k(weight), bias.as_ref().map(k).as_ref())
+            }
+            Layer::Relu => tape.relu(x),
+            Layer::Clamp { low, high } => tape.clamp(x, *low, *high),
+            Layer::MaxPool2d(p) => tape.max_pool2d(x, p),
+            Layer::AvgPool2d(p) => tape.avg_pool2d(x, p),
+            Layer::GlobalAvgPool => tape.global_avg_pool2d(x),
+            Layer::BatchNorm {
+                gamma,
+                beta,
+                mean,
+                var,
+                eps,
+            } => tape.batch_norm(x, &k(gamma), &k(beta), mean, var, *eps),
+            Layer::Flatten { start_dim } => tape.flatten(x, *start_dim),
+            Layer::Reshape { sample_dims } => {
+                let mut d = vec![x.dims()[0]];
+                d.extend(sample_dims);
+                tape.reshape(x, &d)
+            }
+            Layer::Add => tape.add(ins[0], ins[1]),
+            Layer::Concat { axis } => tape.concat(ins, *axis),
+            Layer::Softmax { axis } => tape.softmax(x, *axis),
+            Layer::Identity => Ok(x.clone()),
+        }
+    }
+}
+
+/// A named layer and the values it reads (0 = model input, k + 1 = output of node k).
+#[derive(Debug, Clone)]
+pub struct Node<T: Float> {
+    pub name: String,
+    pub layer: Layer<T>,
+    pub inputs: Vec<usize>,
+}
+
+/// A validated model: every node's inputs exist and every shape fits, for inputs of
+/// `input_dims` (one sample, without the batch axis) and any batch size.
+#[derive(Debug, Clone)]
+pub struct Model<T: Float = f32> {
+    input_dims: Vec<usize>,
+    nodes: Vec<Node<T>>,
+    output: usize,
+    output_dims: Vec<usize>,
+    /// For each value, the index of the last node reading it (to free it early in forward).
+    last_use: Vec<usize>,
+}
+
+impl<T: Float> Model<T> {
+    /// Checks the graph and infers every shape for a batch of one.
+    ///
+    /// `source` names the model in messages (a file name).
+    pub fn new(
+        source: &str,
+        input_dims: &[usize],
+        nodes: Vec<Node<T>>,
+        output: usize,
+    ) -> Result<Self> {
+        let graph_err = |node: &str, reason: String| LayersError::Graph {
+            source_name: source.to_string(),
+            node: node.to_string(),
+            reason,
+        };
+        if input_dims.is_empty() || input_dims.contains(&0) {
+            return Err(graph_err(
+                "<input>",
+                format!("input shape {input_dims:?} must be non-empty with positive sizes"),
+            ));
+        }
+        let mut shapes: Vec<Vec<usize>> = vec![[&[1], input_dims].concat()];
+        let mut last_use = vec![0usize; nodes.len() + 1];
+        for (k, node) in nodes.iter().enumerate() {
+            if let Some(n) = node.layer.arity()
+                && node.inputs.len() != n
+            {
+                return Err(graph_err(
+                    &node.name,
+                    format!(
+                        "a {} layer takes {n} input(s), got {}",
+                        node.layer.kind(),
+                        node.inputs.len()
+                    ),
+                ));
+            }
+            if node.inputs.is_empty() {
+                return Err(graph_err(&node.name, "has no input".into()));
+            }
+            for &i in &node.inputs {
+                if i > k {
+                    return Err(graph_err(
+                        &node.name,
+                        format!("reads value {i}, which is not computed before it"),
+                    ));
+                }
+                last_use[i] = k;
+            }
+            let ins: Vec<&[usize]> = node.inputs.iter().map(|&i| shapes[i].as_slice()).collect();
+            let out = node.layer.infer(&ins).map_err(|reason| {
+                graph_err(&node.name, format!("{}: {reason}", node.layer.kind()))
+            })?;
+            shapes.push(out);
+        }
+        if output > nodes.len() {
+            return Err(graph_err(
+                "<output>",
+                format!("output value {output} does not exist"),
+            ));
+        }
+        last_use[output] = usize::MAX;
+        let output_dims = shapes[output][1..].to_vec();
+        Ok(Model {
+            input_dims: input_dims.to_vec(),
+            nodes,
+            output,
+            output_dims,
+            last_use,
+        })
+    }
+
+    /// The shape of one input sample (without the batch axis), e.g. `[3, 32, 32]`.
+    pub fn input_dims(&self) -> &[usize] {
+        &self.input_dims
+    }
+
+    /// The shape of one output sample (without the batch axis), e.g. `[10]`.
+    pub fn output_dims(&self) -> &[usize] {
+        &self.output_dims
+    }
+
+    /// The nodes in execution order.
+    pub fn nodes(&self) -> &[Node<T>] {
+        &self.nodes
+    }
+
+    /// The same model with weights converted to another element type (f64 for validation).
+    pub fn cast<U: Float>(&self) -> Model<U> {
+        Model {
+            input_dims: self.input_dims.clone(),
+            nodes: self
+                .nodes
+                .iter()
+                .map(|n| Node {
+                    name: n.name.clone(),
+                    layer: n.layer.cast(),
+                    inputs: n.inputs.clone(),
+                })
+                .collect(),
+            output: self.output,
+            output_dims: self.output_dims.clone(),
+            last_use: self.last_use.clone(),
+        }
+    }
+
+    /// Runs the model on a batch `x[N, ...input_dims]`, recording on `tape` whatever depends on
+    /// a variable (weights are constants: their gradients are never computed).
+    pub fn forward(&self, tape: &mut Tape<T>, x: &Var<T>) -> Result<Var<T>> {
+        if x.dims().len() != self.input_dims.len() + 1 || x.dims()[1..] != self.input_dims[..] {
+            return Err(LayersError::InputShape {
+                expected: self.input_dims.clone(),
+                found: x.dims().to_vec(),
+            });
+        }
+        let mut values: Vec<Option<Var<T>>> = vec![None; self.nodes.len() + 1];
+        values[0] = Some(x.clone());
+        for (k, node) in self.nodes.iter().enumerate() {
+            let ins: Vec<&Var<T>> = node
+                .inputs
+                .iter()
+                .map(|&i| {
+                    values[i]
+                        .as_ref()
+                        .expect("validated: inputs precede their reader")
+                })
+                .collect();
+            let out = node
+                .layer
+                .forward(tape, &ins)
+                .map_err(|e| LayersError::Forward {
+                    node: node.name.clone(),
+                    source: e,
+                })?;
+            values[k + 1] = Some(out);
+            for &i in &node.inputs {
+                if self.last_use[i] == k {
+                    values[i] = None;
+                }
+            }
+        }
+        Ok(values[self.output].take().expect("validated output"))
+    }
+
+    /// Folds each inference batch norm that directly follows a convolution (and is its only
+    /// reader) into that convolution's weights and bias: one op less, same function.
+    pub fn fold_batch_norms(&mut self) {
+        let mut readers = vec![0usize; self.nodes.len() + 1];
+        for n in &self.nodes {
+            for &i in &n.inputs {
+                readers[i] += 1;
+            }
+        }
+        readers[self.output] += 1;
+        for k in 0..self.nodes.len() {
+            let Layer::BatchNorm {
+                gamma,
+                beta,
+                mean,
+                var,
+                eps,
+            } = &self.nodes[k].layer
+            else {
+                continue;
+            };
+            let src = self.nodes[k].inputs[0];
+            if src == 0 || readers[src] != 1 {
+                continue;
+            }
+            let Layer::Conv2d { weight, bias, .. } = &self.nodes[src - 1].layer else {
+                continue;
+            };
+            let out_c = weight.dims()[0];
+            let per_out = weight.numel() / out_c.max(1);
+            let eps_t = T::from_f64(*eps);
+            let scale: Vec<T> = (0..out_c)
+                .map(|o| gamma.as_slice()[o] / (var.as_slice()[o] + eps_t).sqrt())
+                .collect();
+            let mut w = weight.clone();
+            for (o, chunk) in w.data_mut().chunks_mut(per_out.max(1)).enumerate() {
+                chunk.iter_mut().for_each(|v| *v *= scale[o]);
+            }
+            let b: Vec<T> = (0..out_c)
+                .map(|o| {
+                    let b0 = bias.as_ref().map_or(T::zero(), |b| b.as_slice()[o]);
+                    (b0 - mean.as_slice()[o]) * scale[o] + beta.as_slice()[o]
+                })
+                .collect();
+            let b = Tensor::from_vec(b, &[out_c]).expect("bias of out_c values");
+            if let Layer::Conv2d { weight, bias, .. } = &mut self.nodes[src - 1].layer {
+                *weight = w;
+                *bias = Some(b);
+            }
+            self.nodes[k].layer = Layer::Identity;
+        }
+    }
+}
