@@ -7,7 +7,7 @@
 
 use crate::element::Float;
 use crate::error::{Error, Result};
-use crate::ops::Op;
+use crate::ops::{BackwardOptions, Op, Sink};
 use crate::shape::Shape;
 use crate::tensor::Tensor;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -100,6 +100,12 @@ impl<T: Float> Tape<T> {
         self.nodes.len()
     }
 
+    /// Total elements of the values recorded so far: a measure of the memory a forward holds
+    /// for its backward (used to size batches).
+    pub fn recorded_elements(&self) -> usize {
+        self.nodes.iter().map(|n| n.shape.numel()).sum()
+    }
+
     /// Whether nothing has been recorded.
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
@@ -172,6 +178,16 @@ impl<T: Float> Tape<T> {
     /// output; a one-hot of the target class for saliency). Leaves' gradients are returned;
     /// intermediate gradients are freed as soon as they have been propagated.
     pub fn backward_from(&self, output: &Var<T>, seed: &Tensor<T>) -> Result<Grads<T>> {
+        self.backward_with(output, seed, BackwardOptions::default())
+    }
+
+    /// [`backward_from`](Self::backward_from) with options (guided backpropagation).
+    pub fn backward_with(
+        &self,
+        output: &Var<T>,
+        seed: &Tensor<T>,
+        options: BackwardOptions,
+    ) -> Result<Grads<T>> {
         let start = self.input(output)?.ok_or(Error::NotDifferentiable)?;
         if seed.shape() != &self.nodes[start].shape {
             return Err(Error::ShapeMismatch {
@@ -180,7 +196,14 @@ impl<T: Float> Tape<T> {
                 rhs: self.nodes[start].shape.dims().to_vec(),
             });
         }
+        let mut readers = vec![0usize; start + 1];
+        for node in &self.nodes[..=start] {
+            for i in node.op.inputs() {
+                readers[i] += 1;
+            }
+        }
         let mut grads: Vec<Option<Tensor<T>>> = vec![None; start + 1];
+        let mut squares: Vec<Option<Tensor<T>>> = vec![None; start + 1];
         grads[start] = Some(seed.clone());
         let mut log = KernelLog::default();
         for index in (0..=start).rev() {
@@ -192,11 +215,26 @@ impl<T: Float> Tape<T> {
                 grads[index] = Some(grad);
                 continue;
             }
-            crate::ops::backward(&node.op, &node.shape, grad, &mut grads, &mut log)?;
+            let fuse_copies = match &node.op {
+                Op::Conv2d { x: Some(xi), .. } if readers[*xi] == 1 => match &self.nodes[*xi].op {
+                    Op::NoisyCopies { x, .. } => Some(*x),
+                    _ => None,
+                },
+                _ => None,
+            };
+            let sink = Sink {
+                grads: &mut grads,
+                squares: &mut squares,
+                log: &mut log,
+                options,
+                fuse_copies,
+            };
+            crate::ops::backward(&node.op, &node.shape, grad, sink)?;
         }
         Ok(Grads {
             tape: self.id,
             grads,
+            squares,
             kernels: log.calls,
         })
     }
@@ -219,6 +257,7 @@ impl KernelLog {
 pub struct Grads<T: Float> {
     tape: u64,
     grads: Vec<Option<Tensor<T>>>,
+    squares: Vec<Option<Tensor<T>>>,
     kernels: Vec<&'static str>,
 }
 
@@ -240,6 +279,16 @@ impl<T: Float> Grads<T> {
             return None;
         }
         self.grads.get_mut(r.index)?.take()
+    }
+
+    /// For the input of a [`noisy_copies`](Tape::noisy_copies) op: the sum over copies of the
+    /// squared per-copy gradients (the sum itself is [`get`](Self::get)).
+    pub fn sum_of_squares(&self, v: &Var<T>) -> Option<&Tensor<T>> {
+        let r = v.node?;
+        if r.tape != self.tape {
+            return None;
+        }
+        self.squares.get(r.index)?.as_ref()
     }
 
     /// Names of the backward kernels that ran, in order (`conv2d_bwd_input`, `linear_bwd_weight`, ...).

@@ -10,7 +10,7 @@ use std::sync::Arc;
 ///
 /// Cloning is cheap (the data is shared); writing through [`Tensor::data_mut`] copies only when
 /// the data is shared.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Tensor<T: Float> {
     shape: Shape,
     data: Arc<Vec<T>>,

@@ -1,1 +1,17 @@
-//! Saliency methods for smoothgrad.
+//! SmoothGrad (Smilkov et al. 2017) and its family of input-gradient explanations, on any
+//! [`Model`](smoothgrad_layers::Model): vanilla gradient, SmoothGrad, SmoothGrad², VarGrad,
+//! Grad×Input, Integrated Gradients and Guided Backprop — and any of them smoothed with noise.
+//!
+//! All noisy copies of an image go through one batched forward and one backward per chunk
+//! (chunks sized from a memory budget), computing input gradients only; the noise comes from a
+//! counter-based RNG keyed by (seed, copy, element), so the map does not depend on the chunking.
+//!
+//! See [`Explainer`] for a runnable example.
+
+pub mod error;
+pub mod explain;
+pub mod method;
+
+pub use error::{Result, SaliencyError};
+pub use explain::{DEFAULT_MEMORY_BUDGET, Explainer, SaliencyMap};
+pub use method::{Aggregate, IgConfig, IgRule, Method, NoiseLevel, Output, Smoothing};

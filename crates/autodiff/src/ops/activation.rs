@@ -51,12 +51,13 @@ impl BitMask {
         (self.words[i / 64] >> (i % 64)) & 1 == 1
     }
 
-    /// `g` where the bit is set, 0 elsewhere.
-    pub fn apply<T: Float>(&self, g: &[T]) -> Vec<T> {
+    /// `g` where the bit is set, 0 elsewhere; with `positive_only`, also 0 where `g <= 0`
+    /// (guided backpropagation).
+    pub fn apply<T: Float>(&self, g: &[T], positive_only: bool) -> Vec<T> {
         let mut out = vec![T::zero(); g.len()];
         for ((o, gc), &w) in out.chunks_mut(64).zip(g.chunks(64)).zip(&self.words) {
             for (i, (o, &gv)) in o.iter_mut().zip(gc).enumerate() {
-                if (w >> i) & 1 == 1 {
+                if (w >> i) & 1 == 1 && (!positive_only || gv > T::zero()) {
                     *o = gv;
                 }
             }
@@ -129,6 +130,7 @@ pub(super) fn mask_backward<T: Float>(
     x: super::Input,
     mask: &BitMask,
     grad: &Tensor<T>,
+    guided: bool,
     grads: &mut [Option<Tensor<T>>],
     log: &mut KernelLog,
     kernel: &'static str,
@@ -138,7 +140,7 @@ pub(super) fn mask_backward<T: Float>(
         accumulate(
             grads,
             x,
-            Tensor::from_parts(grad.shape().clone(), mask.apply(grad.as_slice())),
+            Tensor::from_parts(grad.shape().clone(), mask.apply(grad.as_slice(), guided)),
         );
     }
 }
@@ -158,7 +160,7 @@ mod tests {
             assert_eq!(m.get(i), i % 3 == 0);
         }
         let g = vec![2.0f32; 130];
-        let out = m.apply(&g);
+        let out = m.apply(&g, false);
         assert_eq!(out[129], 2.0);
         assert_eq!(out[128], 0.0);
     }

@@ -3,6 +3,7 @@
 
 use super::{Input, Op};
 use crate::backend::cpu::conv as kernels;
+use crate::backend::cpu::copies::conv2d_bwd_input_reduce_copies;
 use crate::element::Float;
 use crate::error::{Error, Result};
 use crate::ops::geometry::{Conv2dGeometry, Conv2dParams};
@@ -91,5 +92,27 @@ pub(super) fn conv2d_backward<T: Float>(
         kernels::conv2d_bwd_bias(g, dy, &mut db);
         accumulate(grads, ib, Tensor::from_vec(db, &[g.out_channels])?);
     }
+    Ok(())
+}
+
+/// The fused input gradient of a first convolution over noisy copies: writes the sum and the sum
+/// of squares over copies into the copies' source, never forming the per-copy gradients.
+pub(super) fn conv2d_bwd_input_into_copies<T: Float>(
+    target: Input,
+    g: &Conv2dGeometry,
+    w_val: &Tensor<T>,
+    grad: &Tensor<T>,
+    grads: &mut [Option<Tensor<T>>],
+    squares: &mut [Option<Tensor<T>>],
+    log: &mut KernelLog,
+) -> Result<()> {
+    let Some(ix) = target else { return Ok(()) };
+    log.record("conv2d_bwd_input_reduce_copies");
+    let dims = [1, g.in_channels, g.in_h, g.in_w];
+    let e = dims.iter().product();
+    let (mut sum, mut sumsq) = (vec![T::zero(); e], vec![T::zero(); e]);
+    conv2d_bwd_input_reduce_copies(g, grad.as_slice(), w_val.as_slice(), &mut sum, &mut sumsq);
+    accumulate(grads, ix, Tensor::from_vec(sum, &dims)?);
+    accumulate(squares, ix, Tensor::from_vec(sumsq, &dims)?);
     Ok(())
 }

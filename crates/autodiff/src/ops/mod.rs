@@ -5,6 +5,7 @@
 pub mod activation;
 pub mod arith;
 pub mod conv;
+pub mod copies;
 pub mod geometry;
 pub mod linalg;
 pub mod norm;
@@ -155,6 +156,63 @@ pub(crate) enum Op<T: Float> {
         scale: Vec<T>,
         x_hat: Option<Tensor<T>>,
     },
+    NoisyCopies {
+        x: Input,
+        x_shape: Shape,
+    },
+}
+
+impl<T: Float> Op<T> {
+    /// The tracked inputs of this node.
+    pub(crate) fn inputs(&self) -> Vec<usize> {
+        let list: Vec<Input> = match self {
+            Op::Leaf => vec![],
+            Op::Add { a, b, .. }
+            | Op::Sub { a, b, .. }
+            | Op::Mul { a, b, .. }
+            | Op::Div { a, b, .. }
+            | Op::Matmul { a, b, .. } => vec![*a, *b],
+            Op::AddScalar { x }
+            | Op::MulScalar { x, .. }
+            | Op::PowScalar { x, .. }
+            | Op::Exp { x, .. }
+            | Op::Log { x, .. }
+            | Op::Relu { x, .. }
+            | Op::Clamp { x, .. }
+            | Op::Reshape { x, .. }
+            | Op::SumAxes { x, .. }
+            | Op::Softmax { x, .. }
+            | Op::LogSoftmax { x, .. }
+            | Op::MaxPool2d { x, .. }
+            | Op::AvgPool2d { x, .. }
+            | Op::GlobalAvgPool { x, .. }
+            | Op::NoisyCopies { x, .. } => vec![*x],
+            Op::CrossEntropy { logits, .. } => vec![*logits],
+            Op::Concat { parts, .. } => parts.iter().map(|(i, _)| *i).collect(),
+            Op::Linear { x, w, b, .. } | Op::Conv2d { x, w, b, .. } => vec![*x, *w, *b],
+            Op::BatchNorm { x, gamma, beta, .. } => vec![*x, *gamma, *beta],
+        };
+        list.into_iter().flatten().collect()
+    }
+}
+
+/// Options of one backward pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackwardOptions {
+    /// Guided backpropagation (Springenberg et al. 2015): ReLU (and clamp) pass a gradient only
+    /// where both the forward input was in range and the incoming gradient is positive.
+    pub guided: bool,
+}
+
+/// Where one backward step writes: gradients, sums of squares over noisy copies, the kernel log.
+pub(crate) struct Sink<'a, T: Float> {
+    pub grads: &'a mut [Option<Tensor<T>>],
+    pub squares: &'a mut [Option<Tensor<T>>],
+    pub log: &'a mut KernelLog,
+    pub options: BackwardOptions,
+    /// For a convolution whose input is a batch of noisy copies read by nothing else: the
+    /// copies node's input, whose sum and sum of squares the fused kernel writes directly.
+    pub fuse_copies: Option<Input>,
 }
 
 /// Propagates `grad` (the gradient of this node's output, shaped `out_shape`) to the inputs.
@@ -162,9 +220,15 @@ pub(crate) fn backward<T: Float>(
     op: &Op<T>,
     out_shape: &Shape,
     grad: Tensor<T>,
-    grads: &mut [Option<Tensor<T>>],
-    log: &mut KernelLog,
+    sink: Sink<'_, T>,
 ) -> Result<()> {
+    let Sink {
+        grads,
+        squares,
+        log,
+        options,
+        fuse_copies,
+    } = sink;
     match op {
         Op::Leaf => {}
         Op::Add {
@@ -186,9 +250,11 @@ pub(crate) fn backward<T: Float>(
         Op::PowScalar { x, p, x_val } => arith::pow_scalar_backward(*x, *p, x_val, &grad, grads),
         Op::Exp { x, out } => arith::exp_backward(*x, out, &grad, grads),
         Op::Log { x, x_val } => arith::log_backward(*x, x_val, &grad, grads),
-        Op::Relu { x, mask } => activation::mask_backward(*x, mask, &grad, grads, log, "relu_bwd"),
+        Op::Relu { x, mask } => {
+            activation::mask_backward(*x, mask, &grad, options.guided, grads, log, "relu_bwd")
+        }
         Op::Clamp { x, mask } => {
-            activation::mask_backward(*x, mask, &grad, grads, log, "clamp_bwd")
+            activation::mask_backward(*x, mask, &grad, options.guided, grads, log, "clamp_bwd")
         }
         Op::Reshape { x, from } => shape_ops::reshape_backward(*x, from, grad, grads)?,
         Op::Concat {
@@ -234,7 +300,15 @@ pub(crate) fn backward<T: Float>(
             geometry,
             x_val,
             w_val,
-        } => conv::conv2d_backward(*x, *w, *b, geometry, x_val, w_val, &grad, grads, log)?,
+        } => match (fuse_copies, w_val) {
+            (Some(target), Some(wv)) => {
+                conv::conv2d_bwd_input_into_copies(
+                    target, geometry, wv, &grad, grads, squares, log,
+                )?;
+                conv::conv2d_backward(None, *w, *b, geometry, x_val, w_val, &grad, grads, log)?
+            }
+            _ => conv::conv2d_backward(*x, *w, *b, geometry, x_val, w_val, &grad, grads, log)?,
+        },
         Op::MaxPool2d {
             x,
             geometry,
@@ -251,6 +325,10 @@ pub(crate) fn backward<T: Float>(
             scale,
             x_hat,
         } => norm::batch_norm_backward(*x, *gamma, *beta, scale, x_hat, &grad, grads),
+        Op::NoisyCopies { x, x_shape } => {
+            log.record("reduce_copies");
+            copies::noisy_copies_backward(*x, x_shape, &grad, grads, squares)
+        }
     }
     Ok(())
 }

@@ -433,6 +433,7 @@ fn direct_fwd<T: Float>(
     bias: Option<&[T]>,
     out: &mut [T],
 ) {
+    let columns = tap_columns(g);
     let o_count = g.out_channels;
     out.par_chunks_mut(d.p)
         .enumerate()
@@ -442,7 +443,7 @@ fn direct_fwd<T: Float>(
             let w_o = &w[o * d.taps..][..d.taps];
             out_p.fill(bias.map_or(T::zero(), |b| b[o]));
             for (oh, out_row) in out_p.chunks_mut(g.out_w).enumerate() {
-                for_each_tap_row(g, oh, |i, j, ih, lo, hi, start| {
+                for_each_tap_row(g, &columns, oh, |i, j, ih, lo, hi, start| {
                     let x_row = &x_c[ih * g.in_w..][..g.in_w];
                     let wv = w_o[i * g.kernel_w + j];
                     gather_add(wv, &x_row[start..], g.stride[1], &mut out_row[lo..hi]);
@@ -453,6 +454,7 @@ fn direct_fwd<T: Float>(
 
 /// Input gradient with one input channel per group: scatter each output plane of the group.
 fn direct_bwd_input<T: Float>(g: &Conv2dGeometry, d: &Dims, dy: &[T], w: &[T], dx: &mut [T]) {
+    let columns = tap_columns(g);
     let c_count = g.in_channels;
     dx.par_chunks_mut(d.hw)
         .enumerate()
@@ -463,7 +465,7 @@ fn direct_bwd_input<T: Float>(g: &Conv2dGeometry, d: &Dims, dy: &[T], w: &[T], d
                 let dy_o = &dy[(n * g.out_channels + o) * d.p..][..d.p];
                 let w_o = &w[o * d.taps..][..d.taps];
                 for (oh, dy_row) in dy_o.chunks(g.out_w).enumerate() {
-                    for_each_tap_row(g, oh, |i, j, ih, lo, hi, start| {
+                    for_each_tap_row(g, &columns, oh, |i, j, ih, lo, hi, start| {
                         let dx_row = &mut dx_c[ih * g.in_w..][..g.in_w];
                         let wv = w_o[i * g.kernel_w + j];
                         add_strided(wv, &dy_row[lo..hi], &mut dx_row[start..], g.stride[1]);
@@ -475,13 +477,14 @@ fn direct_bwd_input<T: Float>(g: &Conv2dGeometry, d: &Dims, dy: &[T], w: &[T], d
 
 /// Weight gradient with one input channel per group: one dot product per tap, row by row.
 fn direct_bwd_weight<T: Float>(g: &Conv2dGeometry, d: &Dims, dy: &[T], x: &[T], dw: &mut [T]) {
+    let columns = tap_columns(g);
     dw.par_chunks_mut(d.taps).enumerate().for_each(|(o, dw_o)| {
         let c = o / d.og;
         for n in 0..g.batch {
             let dy_o = &dy[(n * g.out_channels + o) * d.p..][..d.p];
             let x_c = &x[(n * g.in_channels + c) * d.hw..][..d.hw];
             for (oh, dy_row) in dy_o.chunks(g.out_w).enumerate() {
-                for_each_tap_row(g, oh, |i, j, ih, lo, hi, start| {
+                for_each_tap_row(g, &columns, oh, |i, j, ih, lo, hi, start| {
                     let x_row = &x_c[ih * g.in_w..][..g.in_w];
                     let s = dot_strided(&dy_row[lo..hi], &x_row[start..], g.stride[1]);
                     dw_o[i * g.kernel_w + j] += s;
@@ -491,11 +494,29 @@ fn direct_bwd_weight<T: Float>(g: &Conv2dGeometry, d: &Dims, dy: &[T], x: &[T], 
     });
 }
 
+/// Per kernel column j, the outputs `[lo, hi)` of a row that read the input, and the input
+/// column `start` the first of them reads; computed once per call.
+fn tap_columns(g: &Conv2dGeometry) -> Vec<(usize, usize, usize)> {
+    (0..g.kernel_w)
+        .map(|j| {
+            let off_w = tap_offset(j, g.dilation[1], g.pad[1]);
+            let (lo, hi) = valid_range(g.out_w, g.in_w, g.stride[1], off_w);
+            let start = if lo < hi {
+                ((lo * g.stride[1]) as isize + off_w) as usize
+            } else {
+                0
+            };
+            (lo, hi, start)
+        })
+        .collect()
+}
+
 /// Calls `f(i, j, ih, lo, hi, start)` for every tap (i, j) that reads input row `ih` from output
 /// row `oh`: outputs `ow` in `[lo, hi)` read input column `start + (ow − lo)·sw`.
 #[inline]
 fn for_each_tap_row(
     g: &Conv2dGeometry,
+    columns: &[(usize, usize, usize)],
     oh: usize,
     mut f: impl FnMut(usize, usize, usize, usize, usize, usize),
 ) {
@@ -504,11 +525,8 @@ fn for_each_tap_row(
         if ih < 0 || ih >= g.in_h as isize {
             continue;
         }
-        for j in 0..g.kernel_w {
-            let off_w = tap_offset(j, g.dilation[1], g.pad[1]);
-            let (lo, hi) = valid_range(g.out_w, g.in_w, g.stride[1], off_w);
+        for (j, &(lo, hi, start)) in columns.iter().enumerate() {
             if lo < hi {
-                let start = ((lo * g.stride[1]) as isize + off_w) as usize;
                 f(i, j, ih as usize, lo, hi, start);
             }
         }
@@ -943,7 +961,7 @@ mod tests {
         conv2d_fwd(&g, &x, &w, Some(&[0.5, -2.0]), &mut out);
         let p = g.out_h * g.out_w;
         for (k, v) in out.iter().enumerate() {
-            assert_eq!(*v, if (k / p) % 2 == 0 { 0.5 } else { -2.0 });
+            assert_eq!(*v, [0.5, -2.0][(k / p) % 2]);
         }
         let dy = data(&g.out_dims(), 2);
         let mut dw = vec![f64::NAN; w.len()];

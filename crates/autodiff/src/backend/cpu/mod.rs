@@ -2,6 +2,7 @@
 //! user runs. Kernels work on plain slices with sizes from a validated geometry.
 
 pub mod conv;
+pub mod copies;
 pub mod elementwise;
 pub mod gemm;
 pub mod pool;

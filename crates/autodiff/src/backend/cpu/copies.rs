@@ -1,0 +1,97 @@
+//! SmoothGrad's batch of noisy copies: made from a counter-based RNG, and reduced over copies
+//! (sum and sum of squares) straight out of the first convolution's input-gradient kernel.
+
+use super::conv::conv2d_bwd_input;
+use crate::element::Float;
+use crate::ops::geometry::Conv2dGeometry;
+use crate::rng;
+use crate::tensor::Tensor;
+use rayon::prelude::*;
+
+/// Where the noise of copy `i`, element `e` comes from.
+#[derive(Debug, Clone)]
+pub enum NoiseSource<T: Float> {
+    /// Standard normal draw `e` of Philox stream `i` under `seed`: independent of chunking,
+    /// threads and backend.
+    Philox { seed: u64 },
+    /// Given standard normal draws `[n, ...]` (to replay another framework's noise exactly).
+    Given(Tensor<T>),
+}
+
+/// `out[i, e] = x[e] + sigma · ε(first + i, e)` for `count` copies of `x`.
+pub fn noisy_copies_fwd<T: Float>(
+    x: &[T],
+    noise: &NoiseSource<T>,
+    sigma: T,
+    first: usize,
+    out: &mut [T],
+) {
+    let e = x.len();
+    if e == 0 {
+        return;
+    }
+    out.par_chunks_mut(e).enumerate().for_each(|(i, copy)| {
+        let index = first + i;
+        match noise {
+            NoiseSource::Philox { seed } => {
+                let mut draws = vec![0.0f32; e];
+                rng::fill_normal(*seed, index as u32, 0, &mut draws);
+                for ((o, &xv), &z) in copy.iter_mut().zip(x).zip(&draws) {
+                    *o = xv + sigma * T::from_f64(z as f64);
+                }
+            }
+            NoiseSource::Given(t) => {
+                let z = &t.as_slice()[index * e..(index + 1) * e];
+                for ((o, &xv), &zv) in copy.iter_mut().zip(x).zip(z) {
+                    *o = xv + sigma * zv;
+                }
+            }
+        }
+    });
+}
+
+/// Adds `Σᵢ g[i, e]` to `sum` and `Σᵢ g[i, e]²` to `sumsq` over the copies in `g`.
+pub fn reduce_copies<T: Float>(g: &[T], sum: &mut [T], sumsq: &mut [T]) {
+    let e = sum.len();
+    if e == 0 {
+        return;
+    }
+    for copy in g.chunks(e) {
+        for ((s, q), &v) in sum.iter_mut().zip(sumsq.iter_mut()).zip(copy) {
+            *s += v;
+            *q += v * v;
+        }
+    }
+}
+
+/// The input gradient of a convolution over a batch of copies, reduced over the copies as it is
+/// produced: `sum += Σᵢ dxᵢ`, `sumsq += Σᵢ dxᵢ²`. Copies go through in blocks of one per
+/// thread, so at most that many per-copy gradients exist at any time — never the whole batch.
+pub fn conv2d_bwd_input_reduce_copies<T: Float>(
+    g: &Conv2dGeometry,
+    dy: &[T],
+    w: &[T],
+    sum: &mut [T],
+    sumsq: &mut [T],
+) {
+    let per_dy = g.out_channels * g.out_h * g.out_w;
+    let per_dx = g.in_channels * g.in_h * g.in_w;
+    assert_eq!(
+        dy.len(),
+        g.batch * per_dy,
+        "conv2d_bwd_input_reduce_copies: dy"
+    );
+    assert_eq!(sum.len(), per_dx, "conv2d_bwd_input_reduce_copies: sum");
+    assert_eq!(sumsq.len(), per_dx, "conv2d_bwd_input_reduce_copies: sumsq");
+    let block = rayon::current_num_threads().max(1);
+    let mut scratch = vec![T::zero(); block.min(g.batch) * per_dx];
+    let mut start = 0;
+    while start < g.batch {
+        let count = block.min(g.batch - start);
+        let sub = Conv2dGeometry { batch: count, ..*g };
+        let dx = &mut scratch[..count * per_dx];
+        conv2d_bwd_input(&sub, &dy[start * per_dy..(start + count) * per_dy], w, dx);
+        reduce_copies(dx, sum, sumsq);
+        start += count;
+    }
+}
