@@ -1,1 +1,82 @@
-fn main() {}
+//! `smoothgrad`: explain an image classifier's decisions with SmoothGrad and its relatives.
+//!
+//! ```text
+//! smoothgrad explain --model digits.onnx --image seven.png --method smoothgrad --png map.png
+//! smoothgrad demo --out-dir demo-output
+//! ```
+//!
+//! Every error ends the program with a non-zero status and one line on stderr saying why;
+//! every output file is written atomically (temporary file, then rename).
+
+mod common;
+mod demo;
+mod explain;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Explain image classifiers with SmoothGrad, from scratch.
+#[derive(Debug, Parser)]
+#[command(name = "smoothgrad", version, about, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Explain one or more inputs: print the top-5 predictions and write attribution maps.
+    Explain(Box<explain::ExplainArgs>),
+    /// Explain the bundled digits model on its bundled images with every method, as a figure.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    let result = match cli.command {
+        Command::Explain(args) => explain::run(&args),
+        Command::Demo(args) => demo::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` joins the chain of causes with ": " on one line.
+            eprintln!("error: {}", one_line(&format!("{e:#}")));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Help and version go out as clap writes them; usage errors become one line, exit status 2.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+        _ => {
+            let text = e.render().to_string();
+            let kept: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| {
+                    !l.is_empty()
+                        && !l.starts_with("Usage:")
+                        && !l.starts_with("For more information")
+                })
+                .collect();
+            let line = kept.join(" ");
+            let line = line.strip_prefix("error: ").unwrap_or(&line);
+            eprintln!("error: {line} (see smoothgrad --help)");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `text` with its line breaks replaced by spaces.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}

@@ -115,6 +115,12 @@ impl Builder<'_> {
             }
         }
         let input = self.usizes("<file>", top.get("input"), "input")?;
+        if input.is_empty() || input.contains(&0) {
+            return Err(self.arch_err(
+                "<file>",
+                format!("\"input\" {input:?} must be a non-empty list of positive sizes"),
+            ));
+        }
         let specs = top
             .get("layers")
             .and_then(Value::as_array)
@@ -153,10 +159,11 @@ impl Builder<'_> {
                     );
                 }
             };
-            let in_shape = shapes[inputs[0]].clone();
+            // Checked before indexing: `"inputs": []` must be an error, not a panic.
             if let Some(n) = layer_arity_mismatch(obj, &inputs) {
                 return Err(self.arch_err(&id, n));
             }
+            let in_shape = shapes[inputs[0]].clone();
             let layer = self.layer(&id, name.as_deref(), obj, &in_shape)?;
             // Infer the output shape now: later layers' expected weight shapes depend on it.
             let ins: Vec<&[usize]> = inputs.iter().map(|&i| shapes[i].as_slice()).collect();
@@ -251,7 +258,14 @@ impl Builder<'_> {
                     return Err(LayersError::WeightShape {
                         source_name: self.weights_name.to_string(),
                         tensor: weight_name("weight")?,
-                        expected: format!("[out, {in_f}] for input {in_shape:?}"),
+                        expected: format!(
+                            "[out, {in_f}] for input {in_shape:?}{}",
+                            if in_shape.len() > 2 {
+                                " (flatten first?)"
+                            } else {
+                                ""
+                            }
+                        ),
                         found: w.dims().to_vec(),
                     });
                 }

@@ -94,6 +94,28 @@ pub enum LayersError {
          with the weights inside the .onnx file (torch.onnx.export(..., external_data=False))"
     )]
     ExternalData { source_name: String, name: String },
+    /// A node input that must be a constant (a weight, a bias, a shape, a bound) is computed by
+    /// the graph instead.
+    #[error(
+        "{source_name}: node `{node}` ({op_type}) needs its {role} `{input}` to be a constant \
+         (an initializer or a Constant node), but the graph computes it"
+    )]
+    NotConstant {
+        source_name: String,
+        node: String,
+        op_type: String,
+        role: String,
+        input: String,
+    },
+    /// A supported operator used in a way the model builder cannot map to layers (an `Add` of a
+    /// constant that is not a bias, a `Reshape` that would change the batch, ...).
+    #[error("{source_name}: node `{node}` ({op_type}): {reason}")]
+    UnsupportedNode {
+        source_name: String,
+        node: String,
+        op_type: String,
+        reason: String,
+    },
     /// A node attribute of a kind the loader does not read, or with an invalid value.
     #[error("{source_name}: node `{node}`, attribute `{attribute}`: {reason}")]
     Attribute {

@@ -24,6 +24,26 @@ pub enum SaliencyError {
     /// An error from the autodiff engine.
     #[error(transparent)]
     Autodiff(#[from] smoothgrad_autodiff::Error),
+    /// A file could not be read, written or renamed into place.
+    #[error("cannot {action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A `.npy` file this reader cannot take (malformed, or a layout or dtype it does not read).
+    #[error("{}: {problem}", path.display())]
+    Npy {
+        path: std::path::PathBuf,
+        problem: crate::npy::NpyProblem,
+    },
+    /// An image file that cannot be decoded or encoded.
+    #[error("{}: {reason}", path.display())]
+    Image {
+        path: std::path::PathBuf,
+        reason: String,
+    },
 }
 
 /// Shorthand for results of this crate.

@@ -10,8 +10,14 @@
 
 pub mod error;
 pub mod explain;
+pub mod image_io;
 pub mod method;
+pub mod npy;
+pub mod visualize;
 
 pub use error::{Result, SaliencyError};
 pub use explain::{DEFAULT_MEMORY_BUDGET, Explainer, SaliencyMap};
+pub use image_io::{ImageOptions, load_image, normalize};
 pub use method::{Aggregate, IgConfig, IgRule, Method, NoiseLevel, Output, Smoothing};
+pub use npy::{NpyProblem, read_npy, write_npy};
+pub use visualize::{Colormap, Heatmap, diverging, grayscale};

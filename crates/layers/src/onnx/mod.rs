@@ -1,5 +1,5 @@
-//! ONNX model files, decoded into a validated intermediate graph ([`OnnxGraph`]) that the model
-//! builder turns into layers.
+//! ONNX model files, decoded into a validated intermediate graph ([`OnnxGraph`]) that
+//! [`build_model`] turns into a [`Model`](crate::Model) ([`load_onnx_model`] does both).
 //!
 //! Decoding uses `prost` with the needed subset of the ONNX schema written as Rust structs
 //! ([`proto`]), so no `protoc` runs at build time. [`read_onnx`] then checks everything a builder
@@ -36,6 +36,8 @@
 //! # Ok::<(), smoothgrad_layers::error::LayersError>(())
 //! ```
 
+mod attributes;
+mod build;
 mod decode;
 mod ir;
 pub mod proto;
@@ -49,6 +51,7 @@ use std::path::Path;
 
 use prost::Message;
 
+pub use build::{build_model, build_model_unfolded, load_onnx_model};
 pub use ir::{Attribute, OnnxGraph, OnnxNode, OnnxTensor, TensorData, ValueInfo};
 pub use validate::check_supported;
 

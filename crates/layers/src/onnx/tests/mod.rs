@@ -3,6 +3,7 @@
 //! fail with the specific error (`broken`). This file holds the helpers they share.
 
 mod broken;
+mod build;
 mod fixtures;
 mod programmatic;
 

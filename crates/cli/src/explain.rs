@@ -1,0 +1,464 @@
+//! `smoothgrad explain`: attribution maps for one input or many.
+
+use crate::common::{self, Drawing, IgRuleName, MethodName, Recipe};
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use smoothgrad_autodiff::Tensor;
+use smoothgrad_layers::Model;
+use smoothgrad_saliency::image_io::{self, ImageOptions};
+use smoothgrad_saliency::visualize::{self, Colormap};
+use smoothgrad_saliency::{Explainer, IgConfig, NoiseLevel, Output, Smoothing, npy};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The model: an .onnx file, or a .safetensors file (with --arch).
+    #[arg(long, value_name = "FILE")]
+    model: PathBuf,
+    /// The JSON architecture of a .safetensors model ("smoothgrad-arch/1").
+    #[arg(long, value_name = "FILE")]
+    arch: Option<PathBuf>,
+    /// A NumPy .npy input of shape [C,H,W] or [1,C,H,W], float32 or float64, used as given.
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "image",
+        conflicts_with = "image"
+    )]
+    input: Option<PathBuf>,
+    /// A PNG or JPEG image, or a directory of them (repeatable). Read in [0,1].
+    #[arg(long, value_name = "FILE|DIR")]
+    image: Vec<PathBuf>,
+    /// Resize images to H,W (bilinear) before explaining.
+    #[arg(long, value_name = "H,W", value_parser = parse_size, conflicts_with = "input")]
+    resize: Option<[usize; 2]>,
+    /// Per-channel mean subtracted from images (one value, or one per channel).
+    #[arg(long, value_name = "R,G,B", value_delimiter = ',', num_args = 1.., requires = "std", conflicts_with = "input", allow_negative_numbers = true)]
+    mean: Vec<f32>,
+    /// Per-channel standard deviation images are divided by (after --mean).
+    #[arg(long, value_name = "R,G,B", value_delimiter = ',', num_args = 1.., requires = "mean", conflicts_with = "input")]
+    std: Vec<f32>,
+    /// The class to explain (default: the top prediction).
+    #[arg(long, value_name = "K")]
+    target: Option<usize>,
+    /// The attribution method.
+    #[arg(long, value_enum, default_value_t = MethodName::Smoothgrad)]
+    method: MethodName,
+    /// Average the method over noisy copies (SmoothGrad on top of any method).
+    #[arg(long)]
+    smooth: bool,
+    /// Number of noisy copies n [default: 50, or the first dimension of --noise].
+    #[arg(long, value_name = "N")]
+    samples: Option<usize>,
+    /// Noise σ as a fraction of the input's range (max − min) [default: 0.15].
+    #[arg(
+        long,
+        value_name = "LEVEL",
+        conflicts_with = "sigma",
+        allow_negative_numbers = true
+    )]
+    noise_level: Option<f64>,
+    /// Noise σ in input units, instead of --noise-level.
+    #[arg(long, value_name = "SIGMA", allow_negative_numbers = true)]
+    sigma: Option<f64>,
+    /// Seed of the noise [default: 0].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Standard normal noise draws [N,C,H,W] (.npy) to use instead of the built-in generator.
+    #[arg(long, value_name = "FILE", conflicts_with = "seed")]
+    noise: Option<PathBuf>,
+    /// Points on the Integrated Gradients path [default: 50].
+    #[arg(long, value_name = "STEPS")]
+    ig_steps: Option<usize>,
+    /// Quadrature rule of Integrated Gradients [default: gauss-legendre].
+    #[arg(long, value_enum, value_name = "RULE")]
+    ig_rule: Option<IgRuleName>,
+    /// What is differentiated: the target's logit or its softmax probability.
+    #[arg(long, value_enum, default_value_t = OutputName::Logit)]
+    output: OutputName,
+    /// Where to compute.
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    device: Device,
+    /// Working memory for one chunk of noisy copies, in MiB [default: 128].
+    #[arg(long, value_name = "MB")]
+    memory_budget: Option<usize>,
+    /// Write the attribution [C,H,W] as float32 .npy (one input only).
+    #[arg(long, value_name = "FILE", conflicts_with = "out_dir")]
+    npy: Option<PathBuf>,
+    /// Write a picture of the map as PNG (one input only).
+    #[arg(long, value_name = "FILE", conflicts_with = "out_dir")]
+    png: Option<PathBuf>,
+    /// Write <name>.npy and <name>.png for every input into this directory.
+    #[arg(long, value_name = "DIR")]
+    out_dir: Option<PathBuf>,
+    /// Draw the map over the input picture.
+    #[arg(long)]
+    overlay: bool,
+    /// Draw the signed attribution (blue negative, red positive) instead of its magnitude.
+    #[arg(long, conflicts_with = "overlay")]
+    diverging: bool,
+    /// Colour map of the PNG: gray, inferno, viridis, magma, plasma, cividis, turbo, red-blue
+    /// [default: gray; inferno with --overlay; red-blue with --diverging].
+    #[arg(long, value_name = "NAME", value_parser = common::parse_colormap)]
+    colormap: Option<Colormap>,
+    /// Enlarge the PNG this many times, nearest neighbour [default: to about 256 pixels].
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..=64))]
+    scale: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OutputName {
+    Logit,
+    Probability,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Device {
+    Cpu,
+    Cuda,
+    Wgpu,
+}
+
+/// One input to explain.
+struct Item {
+    /// As named in messages.
+    path: PathBuf,
+    /// Output file stem.
+    stem: String,
+    is_npy: bool,
+}
+
+/// Where the outputs of one input go.
+struct Outputs {
+    npy: Option<PathBuf>,
+    png: Option<PathBuf>,
+}
+
+pub fn run(args: &ExplainArgs) -> Result<()> {
+    if args.device != Device::Cpu {
+        let name = args
+            .device
+            .to_possible_value()
+            .map(|v| v.get_name().to_string());
+        bail!(
+            "device {} is not built into this binary (available: cpu)",
+            name.unwrap_or_default()
+        );
+    }
+    let mut recipe = recipe(args)?;
+    let items = collect_inputs(args)?;
+    if args.out_dir.is_none() && items.len() > 1 && (args.npy.is_some() || args.png.is_some()) {
+        bail!(
+            "{} inputs were given: use --out-dir DIR to write one .npy and .png per input",
+            items.len()
+        );
+    }
+    let model = common::load_model(&args.model, args.arch.as_deref())?;
+    if let (Some(path), Some(s)) = (&args.noise, recipe.smoothing.as_mut()) {
+        let noise = npy::read_npy(path)?;
+        let dims = noise.dims().to_vec();
+        if dims.len() != 4 {
+            bail!(
+                "{}: noise has shape {dims:?}; it must be [N, C, H, W] standard normal draws",
+                path.display()
+            );
+        }
+        match args.samples {
+            Some(n) if n != dims[0] => bail!(
+                "{}: holds {} noise draws but --samples is {n}",
+                path.display(),
+                dims[0]
+            ),
+            _ => s.samples = dims[0],
+        }
+        s.given_noise = Some(noise);
+    }
+    let budget = match args.memory_budget {
+        Some(mb) => mb
+            .checked_mul(1 << 20)
+            .context("--memory-budget is too large")?,
+        None => smoothgrad_saliency::DEFAULT_MEMORY_BUDGET,
+    };
+    let output = match args.output {
+        OutputName::Logit => Output::Logit,
+        OutputName::Probability => Output::Probability,
+    };
+    let explainer = Explainer::new(&model).memory_budget(budget).output(output);
+    let drawing = Drawing::new(args.diverging, args.overlay, args.colormap);
+    let description = recipe.describe(&method_label(args));
+
+    let bar = if items.len() > 1 {
+        let bar = ProgressBar::new(items.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:32} {pos}/{len} [{elapsed}<{eta}] {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    for item in &items {
+        bar.set_message(item.stem.clone());
+        let outputs = outputs_for(args, item);
+        let report = explain_one(&explainer, &model, args, &recipe, drawing, item, &outputs)
+            .with_context(|| item.path.display().to_string())?;
+        bar.suspend(|| print!("{}: {description}\n{report}", item.path.display()));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+/// The method and smoothing the flags ask for, checking they make sense together.
+fn recipe(args: &ExplainArgs) -> Result<Recipe> {
+    let ig = IgConfig {
+        steps: args.ig_steps.unwrap_or(50),
+        rule: args
+            .ig_rule
+            .map_or(smoothgrad_saliency::IgRule::GaussLegendre, Into::into),
+        baseline: None,
+    };
+    let ig_flag = [
+        args.ig_steps.map(|_| "--ig-steps"),
+        args.ig_rule.map(|_| "--ig-rule"),
+    ]
+    .into_iter()
+    .flatten()
+    .next();
+    if let Some(flag) = ig_flag
+        && args.method != MethodName::IntegratedGradients
+    {
+        bail!("{flag} only applies to --method integrated-gradients");
+    }
+    let (method, aggregate) = args.method.base(&ig);
+    let aggregate = aggregate.or(args.smooth.then_some(smoothgrad_saliency::Aggregate::Mean));
+    let Some(aggregate) = aggregate else {
+        let given = [
+            args.samples.map(|_| "--samples"),
+            args.noise_level.map(|_| "--noise-level"),
+            args.sigma.map(|_| "--sigma"),
+            args.seed.map(|_| "--seed"),
+            args.noise.as_ref().map(|_| "--noise"),
+        ];
+        if let Some(flag) = given.into_iter().flatten().next() {
+            bail!(
+                "{flag} only applies to smoothed methods (smoothgrad, smoothgrad-sq, vargrad, or any method with --smooth)"
+            );
+        }
+        return Ok(Recipe {
+            method,
+            smoothing: None,
+        });
+    };
+    let noise = match (args.noise_level, args.sigma) {
+        (_, Some(sigma)) => NoiseLevel::Absolute(sigma),
+        (Some(level), None) => NoiseLevel::Relative(level),
+        (None, None) => NoiseLevel::Relative(0.15),
+    };
+    Ok(Recipe {
+        method,
+        smoothing: Some(Smoothing {
+            samples: args.samples.unwrap_or(50),
+            noise,
+            seed: args.seed.unwrap_or(0),
+            given_noise: None,
+            aggregate,
+        }),
+    })
+}
+
+/// "smoothgrad", or "guided-backprop + smoothing".
+fn method_label(args: &ExplainArgs) -> String {
+    let name = args.method.cli_name();
+    let smoothed_already = matches!(
+        args.method,
+        MethodName::Smoothgrad | MethodName::SmoothgradSq | MethodName::Vargrad
+    );
+    if args.smooth && !smoothed_already {
+        format!("{name} + smoothing")
+    } else {
+        name
+    }
+}
+
+/// The inputs named on the command line, directories expanded (sorted), stems unique.
+fn collect_inputs(args: &ExplainArgs) -> Result<Vec<Item>> {
+    let mut items = Vec::new();
+    if let Some(path) = &args.input {
+        items.push(Item {
+            path: path.clone(),
+            stem: stem_of(path),
+            is_npy: true,
+        });
+    }
+    for path in &args.image {
+        if path.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("cannot list {}", path.display()))?
+                .filter_map(|entry| entry.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && image_io::is_image_file(p))
+                .collect();
+            if found.is_empty() {
+                bail!(
+                    "{}: no .png, .jpg or .jpeg images in this directory",
+                    path.display()
+                );
+            }
+            found.sort();
+            items.extend(found.into_iter().map(|p| Item {
+                stem: stem_of(&p),
+                path: p,
+                is_npy: false,
+            }));
+        } else {
+            items.push(Item {
+                path: path.clone(),
+                stem: stem_of(path),
+                is_npy: false,
+            });
+        }
+    }
+    if args.out_dir.is_some() {
+        let mut seen: HashMap<&str, &Path> = HashMap::new();
+        for item in &items {
+            if let Some(first) = seen.insert(&item.stem, &item.path) {
+                bail!(
+                    "{} and {} would both write {}.npy/.png into the output directory",
+                    first.display(),
+                    item.path.display(),
+                    item.stem
+                );
+            }
+        }
+    }
+    Ok(items)
+}
+
+fn stem_of(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "input".into())
+}
+
+fn outputs_for(args: &ExplainArgs, item: &Item) -> Outputs {
+    match &args.out_dir {
+        Some(dir) => Outputs {
+            npy: Some(dir.join(format!("{}.npy", item.stem))),
+            png: Some(dir.join(format!("{}.png", item.stem))),
+        },
+        None => Outputs {
+            npy: args.npy.clone(),
+            png: args.png.clone(),
+        },
+    }
+}
+
+/// (model input, picture shown under overlays) of one item.
+fn load_input(
+    model: &Model<f32>,
+    args: &ExplainArgs,
+    item: &Item,
+) -> Result<(Tensor<f32>, Tensor<f32>)> {
+    if item.is_npy {
+        let x = npy::read_npy(&item.path)?;
+        let dims = x.dims();
+        let x = if dims.len() == 4 && dims[0] == 1 {
+            x.reshape(&dims[1..])?
+        } else {
+            x
+        };
+        return Ok((x.clone(), x));
+    }
+    let options = ImageOptions {
+        channels: model.input_dims()[0],
+        resize: args.resize,
+    };
+    let picture = image_io::load_image(&item.path, &options)?;
+    let x = if args.mean.is_empty() {
+        picture.clone()
+    } else {
+        image_io::normalize(&picture, &args.mean, &args.std)?
+    };
+    Ok((x, picture))
+}
+
+/// Explains one item, writes its outputs, and returns the text to print.
+fn explain_one(
+    explainer: &Explainer<f32>,
+    model: &Model<f32>,
+    args: &ExplainArgs,
+    recipe: &Recipe,
+    drawing: Drawing,
+    item: &Item,
+    outputs: &Outputs,
+) -> Result<String> {
+    let (x, picture) = load_input(model, args, item)?;
+    let map = explainer.explain(&x, args.target, &recipe.method, recipe.smoothing.as_ref())?;
+    // Draw before writing anything, so a failure leaves no file behind.
+    let png = match &outputs.png {
+        Some(_) => {
+            let image = drawing.draw(&map.attribution, &picture)?;
+            let dims = map.attribution.dims();
+            let side = dims[dims.len() - 2].max(dims[dims.len() - 1]);
+            Some(visualize::upscale_nearest(
+                &image,
+                args.scale.unwrap_or_else(|| common::auto_scale(side)),
+            ))
+        }
+        None => None,
+    };
+    if let Some(dir) = &args.out_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut written = Vec::new();
+    if let Some(path) = &outputs.npy {
+        npy::write_npy(path, &map.attribution)?;
+        written.push(path.display().to_string());
+    }
+    if let (Some(path), Some(image)) = (&outputs.png, &png) {
+        image_io::save_png(path, image)?;
+        written.push(path.display().to_string());
+    }
+    let mut text = common::prediction_table(&map.logits);
+    text.push_str(&format!("  target: class {}", map.target));
+    if map.sigma > 0.0 {
+        text.push_str(&format!(" (noise σ = {:.4})", map.sigma));
+    }
+    text.push('\n');
+    if !written.is_empty() {
+        text.push_str(&format!("  wrote {}\n", written.join(", ")));
+    }
+    Ok(text)
+}
+
+/// Parses `H,W`.
+fn parse_size(s: &str) -> std::result::Result<[usize; 2], String> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    let [h, w] = parts.as_slice() else {
+        return Err(format!("expected H,W (two positive integers), got {s:?}"));
+    };
+    let side = |v: &str| {
+        v.parse::<usize>()
+            .ok()
+            .filter(|&n| (1..=image_io::MAX_SIDE).contains(&n))
+            .ok_or_else(|| format!("{v:?} is not a side between 1 and {}", image_io::MAX_SIDE))
+    };
+    Ok([side(h)?, side(w)?])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("224,192").unwrap(), [224, 192]);
+        assert_eq!(parse_size(" 32 , 32 ").unwrap(), [32, 32]);
+        for bad in ["32", "0,32", "a,b", "1,2,3", "-1,4"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+}
