@@ -35,4 +35,5 @@ pub mod onnx;
 
 pub use arch::{build_safetensors_model, load_safetensors_model};
 pub use error::{LayersError, Result};
-pub use model::{Layer, Model, Node};
+pub use model::{FlopCount, Layer, Model, Node};
+pub mod train;

@@ -277,8 +277,58 @@ impl<T: Float> Layer<T> {
         })
     }
 
-    /// Records this layer on `tape`.
-    fn forward(&self, tape: &mut Tape<T>, ins: &[&Var<T>]) -> smoothgrad_autodiff::Result<Var<T>> {
+    /// The trainable tensors of this layer and their weight-name suffixes, in a fixed order:
+    /// weight then bias (convolution, linear), weight (γ) then bias (β) (batch norm).
+    pub fn parameters(&self) -> Vec<(&'static str, &Tensor<T>)> {
+        match self {
+            Layer::Conv2d { weight, bias, .. } | Layer::Linear { weight, bias } => {
+                let mut p = vec![("weight", weight)];
+                p.extend(bias.as_ref().map(|b| ("bias", b)));
+                p
+            }
+            Layer::BatchNorm { gamma, beta, .. } => vec![("weight", gamma), ("bias", beta)],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The tensors of [`parameters`](Self::parameters), mutably, in the same order.
+    fn parameters_mut(&mut self) -> Vec<&mut Tensor<T>> {
+        match self {
+            Layer::Conv2d { weight, bias, .. } | Layer::Linear { weight, bias } => {
+                let mut p = vec![weight];
+                p.extend(bias.as_mut());
+                p
+            }
+            Layer::BatchNorm { gamma, beta, .. } => vec![gamma, beta],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Records this layer on `tape`; `params` (in [`parameters`](Self::parameters) order)
+    /// replaces the stored weights when given (training: variables that require a gradient).
+    fn forward_with(
+        &self,
+        tape: &mut Tape<T>,
+        ins: &[&Var<T>],
+        params: Option<&[Var<T>]>,
+    ) -> smoothgrad_autodiff::Result<Var<T>> {
+        let x = ins[0];
+        match (self, params) {
+            (Layer::Conv2d { params: p, .. }, Some(v)) => tape.conv2d(x, &v[0], v.get(1), p),
+            (Layer::Linear { .. }, Some(v)) => tape.linear(x, &v[0], v.get(1)),
+            (Layer::BatchNorm { mean, var, eps, .. }, Some(v)) => {
+                tape.batch_norm(x, &v[0], &v[1], mean, var, *eps)
+            }
+            (layer, _) => layer.forward_constant(tape, ins),
+        }
+    }
+
+    /// Records this layer on `tape` with its stored weights as constants.
+    fn forward_constant(
+        &self,
+        tape: &mut Tape<T>,
+        ins: &[&Var<T>],
+    ) -> smoothgrad_autodiff::Result<Var<T>> {
         let x = ins[0];
         let k = |t: &Tensor<T>| Var::constant(t.clone());
         match self {
@@ -334,6 +384,17 @@ pub struct Model<T: Float = f32> {
     output_dims: Vec<usize>,
     /// For each value, the index of the last node reading it (to free it early in forward).
     last_use: Vec<usize>,
+    /// Each value's shape for a batch of one.
+    value_dims: Vec<Vec<usize>>,
+}
+
+/// Floating-point operations of one sample: multiply-adds count 2, other ops 1 per element.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FlopCount {
+    /// The forward pass.
+    pub forward: u64,
+    /// The backward pass computing input gradients only (no weight gradients).
+    pub input_backward: u64,
 }
 
 impl<T: Float> Model<T> {
@@ -404,6 +465,7 @@ impl<T: Float> Model<T> {
             output,
             output_dims,
             last_use,
+            value_dims: shapes,
         })
     }
 
@@ -422,6 +484,11 @@ impl<T: Float> Model<T> {
         &self.nodes
     }
 
+    /// The value the model returns (0 = its input, k + 1 = the output of node k).
+    pub fn output_index(&self) -> usize {
+        self.output
+    }
+
     /// The same model with weights converted to another element type (f64 for validation).
     pub fn cast<U: Float>(&self) -> Model<U> {
         Model {
@@ -438,12 +505,119 @@ impl<T: Float> Model<T> {
             output: self.output,
             output_dims: self.output_dims.clone(),
             last_use: self.last_use.clone(),
+            value_dims: self.value_dims.clone(),
         }
+    }
+
+    /// Each value's shape for a batch of one: index 0 is the input, k + 1 the output of node k.
+    pub fn value_dims(&self) -> &[Vec<usize>] {
+        &self.value_dims
+    }
+
+    /// FLOPs of one sample through forward and the input-gradient backward, counted from the
+    /// graph: convolutions and linear layers 2 per multiply-add (their dX costs the same as their
+    /// forward), every other layer 1 per output element each way.
+    pub fn flops_per_sample(&self) -> FlopCount {
+        let mut f = FlopCount::default();
+        for (k, node) in self.nodes.iter().enumerate() {
+            let out: u64 = self.value_dims[k + 1].iter().product::<usize>() as u64;
+            let (fwd, bwd) = match &node.layer {
+                Layer::Conv2d { weight, .. } => {
+                    let per_out: u64 = weight.dims()[1..].iter().product::<usize>() as u64;
+                    (2 * out * per_out, 2 * out * per_out)
+                }
+                Layer::Linear { weight, .. } => {
+                    let in_f = weight.dims()[1] as u64;
+                    (2 * out * in_f, 2 * out * in_f)
+                }
+                Layer::Identity | Layer::Flatten { .. } | Layer::Reshape { .. } => (0, 0),
+                _ => (out, out),
+            };
+            f.forward += fwd;
+            f.input_backward += bwd;
+        }
+        f
     }
 
     /// Runs the model on a batch `x[N, ...input_dims]`, recording on `tape` whatever depends on
     /// a variable (weights are constants: their gradients are never computed).
     pub fn forward(&self, tape: &mut Tape<T>, x: &Var<T>) -> Result<Var<T>> {
+        self.run(tape, x, None)
+    }
+
+    /// The model's trainable tensors in execution order, named as in a safetensors file
+    /// (`<node name>.weight`, `<node name>.bias`; a batch norm's γ and β as weight and bias).
+    pub fn parameters(&self) -> Vec<(String, Tensor<T>)> {
+        self.nodes
+            .iter()
+            .flat_map(|n| {
+                n.layer
+                    .parameters()
+                    .into_iter()
+                    .map(|(suffix, t)| (format!("{}.{suffix}", n.name), t.clone()))
+            })
+            .collect()
+    }
+
+    /// Replaces the trainable tensors, given in [`parameters`](Self::parameters) order; each
+    /// must keep its shape.
+    pub fn set_parameters(&mut self, values: &[Tensor<T>]) -> Result<()> {
+        let count = self.parameters_count();
+        let mismatch = |reason: String| LayersError::Graph {
+            source_name: "set_parameters".into(),
+            node: "<parameters>".into(),
+            reason,
+        };
+        if values.len() != count {
+            return Err(mismatch(format!(
+                "{} tensors given for {count} parameters",
+                values.len()
+            )));
+        }
+        let mut given = values.iter();
+        for node in &mut self.nodes {
+            let name = node.name.clone();
+            for slot in node.layer.parameters_mut() {
+                let v = given.next().expect("count checked");
+                if v.dims() != slot.dims() {
+                    return Err(mismatch(format!(
+                        "a parameter of `{name}` has shape {:?}, given {:?}",
+                        slot.dims(),
+                        v.dims()
+                    )));
+                }
+                *slot = v.clone();
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of trainable tensors (the length of [`parameters`](Self::parameters)).
+    pub fn parameters_count(&self) -> usize {
+        self.nodes.iter().map(|n| n.layer.parameters().len()).sum()
+    }
+
+    /// Runs the model with `params` (in [`parameters`](Self::parameters) order) in place of
+    /// the stored weights: with variables that require a gradient, a backward pass then gives
+    /// the weights' gradients (training).
+    pub fn forward_with_params(
+        &self,
+        tape: &mut Tape<T>,
+        x: &Var<T>,
+        params: &[Var<T>],
+    ) -> Result<Var<T>> {
+        let count = self.parameters_count();
+        if params.len() != count {
+            return Err(LayersError::Graph {
+                source_name: "forward_with_params".into(),
+                node: "<parameters>".into(),
+                reason: format!("{} variables given for {count} parameters", params.len()),
+            });
+        }
+        self.run(tape, x, Some(params))
+    }
+
+    fn run(&self, tape: &mut Tape<T>, x: &Var<T>, params: Option<&[Var<T>]>) -> Result<Var<T>> {
         if x.dims().len() != self.input_dims.len() + 1 || x.dims()[1..] != self.input_dims[..] {
             return Err(LayersError::InputShape {
                 expected: self.input_dims.clone(),
@@ -452,7 +626,11 @@ impl<T: Float> Model<T> {
         }
         let mut values: Vec<Option<Var<T>>> = vec![None; self.nodes.len() + 1];
         values[0] = Some(x.clone());
+        let mut next_param = 0;
         for (k, node) in self.nodes.iter().enumerate() {
+            let count = node.layer.parameters().len();
+            let layer_params = params.map(|p| &p[next_param..next_param + count]);
+            next_param += count;
             let ins: Vec<&Var<T>> = node
                 .inputs
                 .iter()
@@ -464,7 +642,7 @@ impl<T: Float> Model<T> {
                 .collect();
             let out = node
                 .layer
-                .forward(tape, &ins)
+                .forward_with(tape, &ins, layer_params.filter(|p| !p.is_empty()))
                 .map_err(|e| LayersError::Forward {
                     node: node.name.clone(),
                     source: e,

@@ -52,18 +52,46 @@ impl BitMask {
     }
 
     /// `g` where the bit is set, 0 elsewhere; with `positive_only`, also 0 where `g <= 0`
-    /// (guided backpropagation).
+    /// (guided backpropagation). Whole words of ones or zeros are copied or skipped at once.
     pub fn apply<T: Float>(&self, g: &[T], positive_only: bool) -> Vec<T> {
         let mut out = vec![T::zero(); g.len()];
         for ((o, gc), &w) in out.chunks_mut(64).zip(g.chunks(64)).zip(&self.words) {
+            if w == 0 {
+                continue;
+            }
+            if w == u64::MAX && !positive_only {
+                o.copy_from_slice(gc);
+                continue;
+            }
             for (i, (o, &gv)) in o.iter_mut().zip(gc).enumerate() {
-                if (w >> i) & 1 == 1 && (!positive_only || gv > T::zero()) {
-                    *o = gv;
-                }
+                let keep = (w >> i) & 1 == 1 && (!positive_only || gv > T::zero());
+                *o = if keep { gv } else { T::zero() };
             }
         }
         out
     }
+}
+
+/// `max(x, 0)` (NaN passed through, as PyTorch) and the mask `x > 0`, in one pass.
+pub fn relu_fwd_masked<T: Float>(x: &[T]) -> (Vec<T>, BitMask) {
+    let mut out = Vec::with_capacity(x.len());
+    let mut words = Vec::with_capacity(x.len().div_ceil(64));
+    for chunk in x.chunks(64) {
+        let mut bits = 0u64;
+        for (i, &v) in chunk.iter().enumerate() {
+            let positive = v > T::zero();
+            bits |= (positive as u64) << i;
+            out.push(if positive || v.is_nan() { v } else { T::zero() });
+        }
+        words.push(bits);
+    }
+    (
+        out,
+        BitMask {
+            words,
+            len: x.len(),
+        },
+    )
 }
 
 /// `max(x, 0)`, with NaN passed through as PyTorch does.
@@ -84,11 +112,13 @@ impl<T: Float> Tape<T> {
     pub fn relu(&mut self, x: &Var<T>) -> Result<Var<T>> {
         let ix = self.input(x)?;
         let xs = x.value().as_slice();
-        let value = Tensor::from_parts(x.value().shape().clone(), relu_fwd(xs));
-        Ok(self.result(ix.is_some(), value, || Op::Relu {
-            x: ix,
-            mask: BitMask::positive(xs),
-        }))
+        if ix.is_none() {
+            let value = Tensor::from_parts(x.value().shape().clone(), relu_fwd(xs));
+            return Ok(Var::constant(value));
+        }
+        let (out, mask) = relu_fwd_masked(xs);
+        let value = Tensor::from_parts(x.value().shape().clone(), out);
+        Ok(self.push(Op::Relu { x: ix, mask }, value))
     }
 }
 
@@ -163,5 +193,39 @@ mod tests {
         let out = m.apply(&g, false);
         assert_eq!(out[129], 2.0);
         assert_eq!(out[128], 0.0);
+    }
+
+    #[test]
+    fn apply_matches_the_bitwise_definition_on_full_empty_and_mixed_words() {
+        // Word 0 all positive, word 1 all negative, word 2 mixed and partial.
+        let x: Vec<f64> = (0..150)
+            .map(|i| match i {
+                0..64 => 1.0,
+                64..128 => -1.0,
+                _ => {
+                    if i % 2 == 0 {
+                        0.5
+                    } else {
+                        -0.5
+                    }
+                }
+            })
+            .collect();
+        let g: Vec<f64> = (0..150)
+            .map(|i| if i % 3 == 0 { -1.0 } else { i as f64 })
+            .collect();
+        let (y, m) = relu_fwd_masked(&x);
+        assert_eq!(y, relu_fwd(&x));
+        for guided in [false, true] {
+            let out = m.apply(&g, guided);
+            for i in 0..150 {
+                let keep = x[i] > 0.0 && (!guided || g[i] > 0.0);
+                assert_eq!(
+                    out[i],
+                    if keep { g[i] } else { 0.0 },
+                    "i = {i}, guided = {guided}"
+                );
+            }
+        }
     }
 }
