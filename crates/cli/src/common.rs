@@ -164,8 +164,8 @@ pub struct Drawing {
     pub colormap: Colormap,
 }
 
-/// Opacity of the colour where the map is strongest, in overlays.
-pub const OVERLAY_ALPHA: f32 = 0.8;
+/// Opacity of the map over the picture.
+pub const OVERLAY_ALPHA: f32 = 0.6;
 
 impl Drawing {
     /// The colour map when none is asked for: red-blue for signed maps, inferno over the

@@ -45,6 +45,13 @@ const IMAGES: &[(&str, &[u8])] = &[
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
+    /// Use this model instead of the bundled one (an .onnx file, or .safetensors with --arch);
+    /// it must take the bundled 1×32×32 digits.
+    #[arg(long, value_name = "FILE")]
+    model: Option<PathBuf>,
+    /// The JSON architecture of a .safetensors --model.
+    #[arg(long, value_name = "FILE", requires = "model")]
+    arch: Option<PathBuf>,
     /// Directory the figures are written to (created if missing).
     #[arg(long, value_name = "DIR", default_value = "demo-output")]
     out_dir: PathBuf,
@@ -57,12 +64,15 @@ pub struct DemoArgs {
     /// Seed of the noise.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Colour map of the maps [default: gray; inferno with --overlay].
+    /// Colour map of the maps [default: gray; inferno with --overlay; red-blue with --diverging].
     #[arg(long, value_name = "NAME", value_parser = common::parse_colormap)]
     colormap: Option<Colormap>,
     /// Draw the maps over the digits.
     #[arg(long)]
     overlay: bool,
+    /// Draw signed maps (blue negative, red positive) instead of their magnitude.
+    #[arg(long, conflicts_with = "overlay")]
+    diverging: bool,
     /// Enlargement of every 32×32 picture in the figures (nearest neighbour).
     #[arg(long, value_name = "K", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=16))]
     scale: u32,
@@ -137,15 +147,18 @@ fn columns(args: &DemoArgs) -> Vec<Column> {
 
 pub fn run(args: &DemoArgs) -> Result<()> {
     let start = Instant::now();
-    let model = smoothgrad_layers::build_safetensors_model(
-        WEIGHTS,
-        "assets/digits-cnn.safetensors",
-        ARCH,
-        "assets/digits-cnn.arch.json",
-    )
-    .context("the bundled demo model")?;
+    let model = match &args.model {
+        Some(path) => common::load_model(path, args.arch.as_deref())?,
+        None => smoothgrad_layers::build_safetensors_model(
+            WEIGHTS,
+            "assets/digits-cnn.safetensors",
+            ARCH,
+            "assets/digits-cnn.arch.json",
+        )
+        .context("the bundled demo model")?,
+    };
     let explainer = Explainer::new(&model);
-    let drawing = Drawing::new(false, args.overlay, args.colormap);
+    let drawing = Drawing::new(args.diverging, args.overlay, args.colormap);
     let columns = columns(args);
     let titles: Vec<&str> = std::iter::once("input")
         .chain(columns.iter().map(|c| c.title))

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["input", "image"])))]
 pub struct ExplainArgs {
     /// The model: an .onnx file, or a .safetensors file (with --arch).
     #[arg(long, value_name = "FILE")]
@@ -20,15 +21,10 @@ pub struct ExplainArgs {
     /// The JSON architecture of a .safetensors model ("smoothgrad-arch/1").
     #[arg(long, value_name = "FILE")]
     arch: Option<PathBuf>,
-    /// A NumPy .npy input of shape [C,H,W] or [1,C,H,W], float32 or float64, used as given.
-    #[arg(
-        long,
-        value_name = "FILE",
-        required_unless_present = "image",
-        conflicts_with = "image"
-    )]
+    /// A NumPy .npy input of shape [C, H, W] or [1, C, H, W], float32 or float64, used as given.
+    #[arg(long, value_name = "FILE", conflicts_with = "image")]
     input: Option<PathBuf>,
-    /// A PNG or JPEG image, or a directory of them (repeatable). Read in [0,1].
+    /// A PNG or JPEG image, or a directory of them (repeatable). Values read in [0, 1].
     #[arg(long, value_name = "FILE|DIR")]
     image: Vec<PathBuf>,
     /// Resize images to H,W (bilinear) before explaining.
@@ -66,7 +62,7 @@ pub struct ExplainArgs {
     /// Seed of the noise [default: 0].
     #[arg(long)]
     seed: Option<u64>,
-    /// Standard normal noise draws [N,C,H,W] (.npy) to use instead of the built-in generator.
+    /// Standard normal noise draws [N, C, H, W] (.npy) to use instead of the built-in generator.
     #[arg(long, value_name = "FILE", conflicts_with = "seed")]
     noise: Option<PathBuf>,
     /// Points on the Integrated Gradients path [default: 50].
@@ -84,13 +80,13 @@ pub struct ExplainArgs {
     /// Working memory for one chunk of noisy copies, in MiB [default: 128].
     #[arg(long, value_name = "MB")]
     memory_budget: Option<usize>,
-    /// Write the attribution [C,H,W] as float32 .npy (one input only).
+    /// Write the attribution [C, H, W] as float32 .npy (one input only).
     #[arg(long, value_name = "FILE", conflicts_with = "out_dir")]
     npy: Option<PathBuf>,
     /// Write a picture of the map as PNG (one input only).
     #[arg(long, value_name = "FILE", conflicts_with = "out_dir")]
     png: Option<PathBuf>,
-    /// Write <name>.npy and <name>.png for every input into this directory.
+    /// Write NAME.npy and NAME.png for every input (NAME: its file stem) into this directory.
     #[arg(long, value_name = "DIR")]
     out_dir: Option<PathBuf>,
     /// Draw the map over the input picture.
@@ -202,8 +198,7 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
     for item in &items {
         bar.set_message(item.stem.clone());
         let outputs = outputs_for(args, item);
-        let report = explain_one(&explainer, &model, args, &recipe, drawing, item, &outputs)
-            .with_context(|| item.path.display().to_string())?;
+        let report = explain_one(&explainer, &model, args, &recipe, drawing, item, &outputs)?;
         bar.suspend(|| print!("{}: {description}\n{report}", item.path.display()));
         bar.inc(1);
     }
@@ -396,7 +391,9 @@ fn explain_one(
     outputs: &Outputs,
 ) -> Result<String> {
     let (x, picture) = load_input(model, args, item)?;
-    let map = explainer.explain(&x, args.target, &recipe.method, recipe.smoothing.as_ref())?;
+    let map = explainer
+        .explain(&x, args.target, &recipe.method, recipe.smoothing.as_ref())
+        .with_context(|| item.path.display().to_string())?;
     // Draw before writing anything, so a failure leaves no file behind.
     let png = match &outputs.png {
         Some(_) => {
