@@ -28,3 +28,10 @@ if [ -z "${PTXAS:-}" ] && ! command -v ptxas >/dev/null; then
 fi
 
 cargo test --workspace --all-features
+
+# The PTX kernels' logic, run by the PTX interpreter (no GPU needed; see tools/ptxemu/README.md).
+if command -v python3 >/dev/null; then
+    echo "== PTX interpreter checks"
+    python3 tools/ptxemu/test_basic.py
+    python3 tools/ptxemu/test_rest.py
+fi

@@ -49,6 +49,10 @@ pub enum Error {
     /// `backward_from` was called on a value that does not depend on any variable requiring grad.
     #[error("backward: the output does not depend on any variable that requires a gradient")]
     NotDifferentiable,
+    /// A compute device that was asked for is absent or failed (no adapter, a kernel that did
+    /// not build, a buffer past the device's limits). Never answered by a silent CPU fallback.
+    #[error("{device} device: {reason}")]
+    Device { device: &'static str, reason: String },
 }
 
 /// Shorthand for `std::result::Result<T, Error>`.

@@ -21,3 +21,6 @@ pub use image_io::{ImageOptions, load_image, normalize};
 pub use method::{Aggregate, IgConfig, IgRule, Method, NoiseLevel, Output, Smoothing};
 pub use npy::{NpyProblem, read_npy, write_npy};
 pub use visualize::{Colormap, Heatmap, diverging, grayscale};
+pub mod dataset;
+pub mod evaluate;
+pub mod metrics;

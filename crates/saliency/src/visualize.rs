@@ -269,8 +269,9 @@ pub fn input_to_rgb(image: &Tensor<f32>) -> Result<RgbImage> {
     }))
 }
 
-/// The heatmap coloured by `colormap` over `base`, each pixel blended with weight
-/// `alpha · heat`, so unimportant regions show the picture and salient ones the colour.
+/// The heatmap coloured by `colormap` over a gray copy of `base`:
+/// `(1 − alpha) · luma(base) + alpha · colormap(heat)`, as Captum's `blended_heat_map` draws
+/// it. The picture is grayed so its own colours cannot be mistaken for the map's.
 pub fn overlay(
     base: &RgbImage,
     heat: &Heatmap,
@@ -293,13 +294,10 @@ pub fn overlay(
         });
     }
     Ok(RgbImage::from_fn(base.width(), base.height(), |x, y| {
-        let t = heat.values[y as usize * heat.width + x as usize];
-        let a = alpha * t.clamp(0.0, 1.0);
-        let color = colormap.rgb(t);
-        let px = base.get_pixel(x, y).0;
-        Rgb(std::array::from_fn(|k| {
-            (f32::from(px[k]) * (1.0 - a) + f32::from(color[k]) * a).round() as u8
-        }))
+        let color = colormap.rgb(heat.values[y as usize * heat.width + x as usize]);
+        let [r, g, b] = base.get_pixel(x, y).0.map(f32::from);
+        let luma = 0.2126 * r + 0.7152 * g + 0.0722 * b;
+        Rgb(color.map(|c| (luma * (1.0 - alpha) + f32::from(c) * alpha).round() as u8))
     }))
 }
 
@@ -526,16 +524,25 @@ mod tests {
     }
 
     #[test]
-    fn overlay_blends_by_saliency() {
-        let base = RgbImage::from_pixel(2, 1, Rgb([100, 100, 100]));
+    fn overlay_blends_the_map_over_a_gray_picture() {
+        let base = RgbImage::from_pixel(2, 1, Rgb([0, 200, 0]));
         let heat = Heatmap {
             width: 2,
             height: 1,
             values: vec![0.0, 1.0],
         };
+        let gray = (0.7152f32 * 200.0).round() as u8;
+        let o = overlay(&base, &heat, Colormap::Gray, 0.0).unwrap();
+        assert_eq!(
+            o.get_pixel(0, 0).0,
+            [gray; 3],
+            "alpha 0: the picture, grayed"
+        );
         let o = overlay(&base, &heat, Colormap::Gray, 1.0).unwrap();
-        assert_eq!(o.get_pixel(0, 0).0, [100; 3], "no saliency: the picture");
-        assert_eq!(o.get_pixel(1, 0).0, [255; 3], "full saliency: the colour");
+        assert_eq!(o.get_pixel(1, 0).0, [255; 3], "alpha 1: the colour");
+        let o = overlay(&base, &heat, Colormap::Gray, 0.5).unwrap();
+        let half = (f32::from(gray) * 0.5 + 127.5).round() as u8;
+        assert_eq!(o.get_pixel(1, 0).0, [half; 3]);
         assert!(overlay(&base, &heat, Colormap::Gray, 1.5).is_err());
         let small = Heatmap {
             width: 1,
