@@ -52,7 +52,10 @@ pub enum Error {
     /// A compute device that was asked for is absent or failed (no adapter, a kernel that did
     /// not build, a buffer past the device's limits). Never answered by a silent CPU fallback.
     #[error("{device} device: {reason}")]
-    Device { device: &'static str, reason: String },
+    Device {
+        device: &'static str,
+        reason: String,
+    },
 }
 
 /// Shorthand for `std::result::Result<T, Error>`.

@@ -3,6 +3,7 @@
 //! ```text
 //! smoothgrad explain --model digits.onnx --image seven.png --method smoothgrad --png map.png
 //! smoothgrad demo --out-dir demo-output
+//! smoothgrad train --out shapes-cnn.safetensors && smoothgrad evaluate --model shapes-cnn.safetensors
 //! ```
 //!
 //! Every error ends the program with a non-zero status and one line on stderr saying why;
@@ -11,6 +12,7 @@
 mod common;
 mod demo;
 mod explain;
+mod quality;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -29,6 +31,12 @@ enum Command {
     Explain(Box<explain::ExplainArgs>),
     /// Explain the bundled digits model on its bundled images with every method, as a figure.
     Demo(demo::DemoArgs),
+    /// Write images of the ground-truth shapes benchmark with their object masks.
+    Dataset(quality::DatasetArgs),
+    /// Train the benchmark's CNN with our own engine and save it as safetensors + JSON.
+    Train(quality::TrainArgs),
+    /// Measure explanation quality on the benchmark: the method table, the sweeps and plots.
+    Evaluate(quality::EvaluateArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +47,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Explain(args) => explain::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Dataset(args) => quality::run_dataset(&args),
+        Command::Train(args) => quality::run_train(&args),
+        Command::Evaluate(args) => quality::run_evaluate(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

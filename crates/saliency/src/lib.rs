@@ -14,6 +14,8 @@ pub mod image_io;
 pub mod method;
 pub mod npy;
 pub mod visualize;
+#[cfg(feature = "wgpu")]
+pub mod wgpu_explain;
 
 pub use error::{Result, SaliencyError};
 pub use explain::{DEFAULT_MEMORY_BUDGET, Explainer, SaliencyMap};
@@ -21,6 +23,8 @@ pub use image_io::{ImageOptions, load_image, normalize};
 pub use method::{Aggregate, IgConfig, IgRule, Method, NoiseLevel, Output, Smoothing};
 pub use npy::{NpyProblem, read_npy, write_npy};
 pub use visualize::{Colormap, Heatmap, diverging, grayscale};
+#[cfg(feature = "wgpu")]
+pub use wgpu_explain::WgpuExplainer;
 pub mod dataset;
 pub mod evaluate;
 pub mod metrics;
