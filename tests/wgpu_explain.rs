@@ -171,7 +171,7 @@ fn compare(ctx: WgpuContext, model: &Model<f32>, budget: usize, output: Output) 
         ),
     ];
     let mut worst = 0.0f64;
-    for target in [None, Some(1)] {
+    for target in [None, Some(2)] {
         for (name, method, s) in &cases {
             let c = cpu.explain(&image, target, method, s.as_ref()).unwrap();
             let g = gpu.explain(&image, target, method, s.as_ref()).unwrap();
@@ -220,7 +220,8 @@ fn plain_cnn_in_one_chunk_and_probability_output_match_the_cpu() {
 #[test]
 fn residual_batch_norm_maps_match_the_cpu() {
     let Some(ctx) = context() else { return };
-    let worst = compare(ctx, &residual_cnn(), 20_000, Output::Logit);
+    // Chunks of 4 copies: 6 copies run as 4 + 2.
+    let worst = compare(ctx, &residual_cnn(), 80_000, Output::Logit);
     println!("residual worst {worst:.2e}");
 }
 

@@ -121,11 +121,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let name = args
             .device
             .to_possible_value()
-            .map(|v| v.get_name().to_string());
-        bail!(
-            "device {} is not built into this binary (available: cpu)",
-            name.unwrap_or_default()
-        );
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default();
+        if args.device == Device::Wgpu && cfg!(feature = "wgpu") {
+            bail!("bench times the CPU backend only; time --device wgpu with `explain`");
+        }
+        bail!("device {name} is not built into this binary (available: cpu)");
     }
     let model = common::load_model(&args.model, args.arch.as_deref())?;
     let (method, smoothing) = recipe(args)?;

@@ -74,7 +74,9 @@ pub struct ExplainArgs {
     /// What is differentiated: the target's logit or its softmax probability.
     #[arg(long, value_enum, default_value_t = OutputName::Logit)]
     output: OutputName,
-    /// Where to compute.
+    /// Where to compute: cpu, or wgpu in a binary built with the `wgpu` feature (gradient,
+    /// guided backprop and their smoothed forms; an error, never a CPU fallback, when no adapter
+    /// is found).
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     device: Device,
     /// Working memory for one chunk of noisy copies, in MiB [default: 128].
@@ -117,6 +119,51 @@ enum Device {
     Wgpu,
 }
 
+/// The explainer of the chosen device.
+enum Engine<'m> {
+    Cpu(Explainer<'m, f32>),
+    #[cfg(feature = "wgpu")]
+    Wgpu(Box<smoothgrad_saliency::WgpuExplainer<'m>>),
+}
+
+impl<'m> Engine<'m> {
+    fn new(device: Device, model: &'m Model<f32>, budget: usize, output: Output) -> Result<Self> {
+        match device {
+            #[cfg(feature = "wgpu")]
+            Device::Wgpu => {
+                // No silent CPU fallback: without an adapter this is an error that lists what
+                // wgpu found.
+                let explainer = smoothgrad_saliency::WgpuExplainer::new(model)
+                    .context("--device wgpu")?
+                    .memory_budget(budget)
+                    .output(output);
+                let info = explainer.adapter_info();
+                eprintln!(
+                    "device: wgpu ({}, {:?}, {:?})",
+                    info.name, info.backend, info.device_type
+                );
+                Ok(Engine::Wgpu(Box::new(explainer)))
+            }
+            _ => Ok(Engine::Cpu(
+                Explainer::new(model).memory_budget(budget).output(output),
+            )),
+        }
+    }
+
+    fn explain(
+        &self,
+        x: &Tensor<f32>,
+        target: Option<usize>,
+        recipe: &Recipe,
+    ) -> smoothgrad_saliency::Result<smoothgrad_saliency::SaliencyMap<f32>> {
+        match self {
+            Engine::Cpu(e) => e.explain(x, target, &recipe.method, recipe.smoothing.as_ref()),
+            #[cfg(feature = "wgpu")]
+            Engine::Wgpu(e) => e.explain(x, target, &recipe.method, recipe.smoothing.as_ref()),
+        }
+    }
+}
+
 /// One input to explain.
 struct Item {
     /// As named in messages.
@@ -133,13 +180,18 @@ struct Outputs {
 }
 
 pub fn run(args: &ExplainArgs) -> Result<()> {
-    if args.device != Device::Cpu {
+    let built = if cfg!(feature = "wgpu") {
+        "cpu, wgpu"
+    } else {
+        "cpu"
+    };
+    if args.device == Device::Cuda || (args.device == Device::Wgpu && !cfg!(feature = "wgpu")) {
         let name = args
             .device
             .to_possible_value()
             .map(|v| v.get_name().to_string());
         bail!(
-            "device {} is not built into this binary (available: cpu)",
+            "device {} is not built into this binary (available: {built})",
             name.unwrap_or_default()
         );
     }
@@ -181,7 +233,7 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
         OutputName::Logit => Output::Logit,
         OutputName::Probability => Output::Probability,
     };
-    let explainer = Explainer::new(&model).memory_budget(budget).output(output);
+    let explainer = Engine::new(args.device, &model, budget, output)?;
     let drawing = Drawing::new(args.diverging, args.overlay, args.colormap);
     let description = recipe.describe(&method_label(args));
 
@@ -382,7 +434,7 @@ fn load_input(
 
 /// Explains one item, writes its outputs, and returns the text to print.
 fn explain_one(
-    explainer: &Explainer<f32>,
+    explainer: &Engine<'_>,
     model: &Model<f32>,
     args: &ExplainArgs,
     recipe: &Recipe,
@@ -392,7 +444,7 @@ fn explain_one(
 ) -> Result<String> {
     let (x, picture) = load_input(model, args, item)?;
     let map = explainer
-        .explain(&x, args.target, &recipe.method, recipe.smoothing.as_ref())
+        .explain(&x, args.target, recipe)
         .with_context(|| item.path.display().to_string())?;
     // Draw before writing anything, so a failure leaves no file behind.
     let png = match &outputs.png {

@@ -9,6 +9,7 @@
 //! Every error ends the program with a non-zero status and one line on stderr saying why;
 //! every output file is written atomically (temporary file, then rename).
 
+mod bench;
 mod common;
 mod demo;
 mod explain;
@@ -37,6 +38,8 @@ enum Command {
     Train(quality::TrainArgs),
     /// Measure explanation quality on the benchmark: the method table, the sweeps and plots.
     Evaluate(quality::EvaluateArgs),
+    /// Time one explanation of a model end to end: time per image, GFLOP/s, memory.
+    Bench(Box<bench::BenchArgs>),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Command::Dataset(args) => quality::run_dataset(&args),
         Command::Train(args) => quality::run_train(&args),
         Command::Evaluate(args) => quality::run_evaluate(&args),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -290,7 +290,8 @@ impl<'m> WgpuExplainer<'m> {
     /// (three times the elements of every value, as the CPU's estimate) under the memory budget.
     fn chunk_size(&self, n: usize) -> Result<usize> {
         let limits = self.ctx.limits();
-        let max_binding = (limits.max_storage_buffer_binding_size as u64)
+        let max_binding = limits
+            .max_storage_buffer_binding_size
             .min(limits.max_buffer_size)
             .min(usize::MAX as u64) as usize;
         let numel = |d: &Vec<usize>| d.iter().product::<usize>();
