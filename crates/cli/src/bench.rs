@@ -54,7 +54,7 @@ pub struct BenchArgs {
     /// Working memory for one chunk of noisy copies, in MiB [default: 128].
     #[arg(long, value_name = "MB")]
     memory_budget: Option<usize>,
-    /// Where to compute.
+    /// Where to compute: bench times the CPU backend (the others are refused with a reason).
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     device: Device,
     /// Write the measurements as JSON.
@@ -315,18 +315,24 @@ fn report(
         args.method.cli_name(),
         threads(),
     );
+    let copies = |k: usize| format!("{k} {}", if k == 1 { "copy" } else { "copies" });
     let passes = match method {
         Method::IntegratedGradients(c) => {
-            format!("{} copies x {} path points", m.passes / c.steps, c.steps)
+            format!("{} x {} path points", copies(m.passes / c.steps), c.steps)
         }
-        _ => format!("{} copies", m.passes),
+        _ => copies(m.passes),
+    };
+    let noise = if map.sigma > 0.0 {
+        format!("sigma {:.6}", map.sigma)
+    } else {
+        "no noise".to_string()
     };
     out.push_str(&format!(
-        "  {passes}, chunk {} per forward/backward, sigma {:.6}, target class {}\n",
-        map.chunk, map.sigma, map.target
+        "  {passes}, chunk {} per forward/backward, {noise}, target class {}\n",
+        map.chunk, map.target
     ));
     out.push_str(&format!(
-        "  FLOPs per copy: {:.4} G forward + {:.4} G input backward; {:.3} GFLOP per image\n",
+        "  FLOPs per sample: {:.4} G forward + {:.4} G input backward; {:.3} GFLOP per image\n",
         m.forward_flops as f64 / 1e9,
         m.backward_flops as f64 / 1e9,
         m.flops_per_image() as f64 / 1e9

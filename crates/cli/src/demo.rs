@@ -43,6 +43,38 @@ const IMAGES: &[(&str, &[u8])] = &[
     ),
 ];
 
+/// The shapes benchmark's CNN, trained by our own engine (`smoothgrad train`), and test images
+/// with their ground-truth object masks.
+const SHAPES_WEIGHTS: &[u8] = include_bytes!("../../../assets/shapes-cnn.safetensors");
+const SHAPES_ARCH: &str = include_str!("../../../assets/shapes-cnn.arch.json");
+const SHAPES: &[(&str, &[u8], &[u8])] = &[
+    (
+        "shapes-000-disc",
+        include_bytes!("../../../assets/shapes/shapes-000-disc.png"),
+        include_bytes!("../../../assets/shapes/shapes-000-disc-mask.png"),
+    ),
+    (
+        "shapes-001-square",
+        include_bytes!("../../../assets/shapes/shapes-001-square.png"),
+        include_bytes!("../../../assets/shapes/shapes-001-square-mask.png"),
+    ),
+    (
+        "shapes-002-triangle",
+        include_bytes!("../../../assets/shapes/shapes-002-triangle.png"),
+        include_bytes!("../../../assets/shapes/shapes-002-triangle-mask.png"),
+    ),
+    (
+        "shapes-003-cross",
+        include_bytes!("../../../assets/shapes/shapes-003-cross.png"),
+        include_bytes!("../../../assets/shapes/shapes-003-cross-mask.png"),
+    ),
+    (
+        "shapes-004-ring",
+        include_bytes!("../../../assets/shapes/shapes-004-ring.png"),
+        include_bytes!("../../../assets/shapes/shapes-004-ring-mask.png"),
+    ),
+];
+
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Use this model instead of the bundled one (an .onnx file, or .safetensors with --arch);
@@ -199,6 +231,67 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         columns.len(),
         start.elapsed().as_secs_f64()
     );
+    if args.model.is_none() {
+        shapes_figure(args, &columns, drawing)?;
+    }
+    Ok(())
+}
+
+/// The same methods on the shapes benchmark, whose object masks are known: a figure with the
+/// mask beside each input, and each map's relevance mass accuracy printed.
+fn shapes_figure(args: &DemoArgs, columns: &[Column], drawing: Drawing) -> Result<()> {
+    let model = smoothgrad_layers::build_safetensors_model(
+        SHAPES_WEIGHTS,
+        "assets/shapes-cnn.safetensors",
+        SHAPES_ARCH,
+        "assets/shapes-cnn.arch.json",
+    )
+    .context("the bundled shapes model")?;
+    let explainer = Explainer::new(&model);
+    let titles: Vec<&str> = ["input", "object mask"]
+        .into_iter()
+        .chain(columns.iter().map(|c| c.title))
+        .collect();
+    let (rgb, gray) = (
+        ImageOptions {
+            channels: 3,
+            resize: None,
+        },
+        ImageOptions {
+            channels: 1,
+            resize: None,
+        },
+    );
+    let mut rows = Vec::with_capacity(SHAPES.len());
+    let mut mass = vec![0.0; columns.len()];
+    for (name, bytes, mask_bytes) in SHAPES {
+        let x = image_io::decode_image(bytes, Path::new(name), &rgb)?;
+        let mask_image = image_io::decode_image(mask_bytes, Path::new(name), &gray)?;
+        let mask: Vec<bool> = mask_image.as_slice().iter().map(|&v| v > 0.5).collect();
+        let mut tiles = vec![
+            visualize::input_to_rgb(&x)?,
+            visualize::input_to_rgb(&mask_image)?,
+        ];
+        for (k, column) in columns.iter().enumerate() {
+            let map = explainer
+                .explain(&x, None, &column.method, column.smoothing.as_ref())
+                .with_context(|| format!("{name}: {}", column.title))?;
+            mass[k] += smoothgrad_saliency::metrics::mass_accuracy(&map.attribution, &mask)?
+                / SHAPES.len() as f64;
+            tiles.push(drawing.draw(&map.attribution, &x)?);
+        }
+        rows.push(tiles);
+    }
+    let path = args.out_dir.join("shapes-grid.png");
+    image_io::save_png(&path, &visualize::grid(&titles, &rows, args.scale)?)?;
+    println!(
+        "wrote {} (the shapes benchmark, masks known); relevance mass accuracy on these {} images:",
+        path.display(),
+        SHAPES.len()
+    );
+    for (column, m) in columns.iter().zip(&mass) {
+        println!("  {:<22} {m:.3}", column.title);
+    }
     Ok(())
 }
 
