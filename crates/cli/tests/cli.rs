@@ -203,7 +203,11 @@ fn demo_writes_the_figures() {
     let grid = image::open(dir.path().join("demo-grid.png")).unwrap();
     // 9 columns and 6 rows of 128-pixel tiles.
     assert!(grid.width() > 9 * 128 && grid.height() > 6 * 128);
-    assert_eq!(files_in(dir.path()).len(), 7);
+    // Six per-digit rows, the digits grid, and the shapes grid (10 columns, 5 rows).
+    assert_eq!(files_in(dir.path()).len(), 8);
+    let shapes = image::open(dir.path().join("shapes-grid.png")).unwrap();
+    assert!(shapes.width() > 10 * 128 && shapes.height() > 5 * 128);
+    assert!(stdout(&o).contains("relevance mass accuracy"));
 }
 
 /// A failed run: non-zero status, one line on stderr containing `expected`.
