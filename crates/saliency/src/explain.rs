@@ -115,7 +115,7 @@ impl<'m, T: Float> Explainer<'m, T> {
             Some(t) => t,
             None => argmax(&logits),
         };
-        let (n, sigma, source, aggregate) = self.noise_plan(&x, smoothing)?;
+        let (n, sigma, source, aggregate) = noise_plan(&x, smoothing)?;
         let per_copy = self.bytes_per_copy(&x)?;
         let points = match method {
             Method::IntegratedGradients(c) => {
@@ -194,58 +194,6 @@ impl<'m, T: Float> Explainer<'m, T> {
         Ok(image.reshape(&[&[1], want].concat())?)
     }
 
-    /// (copies, σ, noise source, aggregate) for the request.
-    fn noise_plan(
-        &self,
-        x: &Tensor<T>,
-        smoothing: Option<&Smoothing<T>>,
-    ) -> Result<(usize, f64, NoiseSource<T>, Aggregate)> {
-        let Some(s) = smoothing else {
-            return Ok((1, 0.0, NoiseSource::Philox { seed: 0 }, Aggregate::Mean));
-        };
-        if s.samples == 0 {
-            return Err(SaliencyError::Option {
-                option: "samples",
-                reason: "the number of noisy copies must be at least 1".into(),
-            });
-        }
-        let sigma = match s.noise {
-            NoiseLevel::Relative(level) => {
-                let (lo, hi) = x
-                    .as_slice()
-                    .iter()
-                    .fold((f64::MAX, f64::MIN), |(lo, hi), v| {
-                        (lo.min(v.as_f64()), hi.max(v.as_f64()))
-                    });
-                level * (hi - lo)
-            }
-            NoiseLevel::Absolute(sigma) => sigma,
-        };
-        if !sigma.is_finite() || sigma < 0.0 {
-            return Err(SaliencyError::Option {
-                option: "noise",
-                reason: format!("the noise level must be finite and non-negative (σ = {sigma})"),
-            });
-        }
-        let source = match &s.given_noise {
-            None => NoiseSource::Philox { seed: s.seed },
-            Some(t) => {
-                let want = [&[s.samples], &x.dims()[1..]].concat();
-                if t.dims() != want {
-                    return Err(SaliencyError::Option {
-                        option: "noise",
-                        reason: format!(
-                            "the given noise has shape {:?}, expected {want:?}",
-                            t.dims()
-                        ),
-                    });
-                }
-                NoiseSource::Given(t.clone())
-            }
-        };
-        Ok((s.samples, sigma, source, s.aggregate))
-    }
-
     /// Memory one copy holds through forward and backward: recorded values, saved tensors and
     /// gradients, estimated as three times the recorded elements.
     fn bytes_per_copy(&self, x: &Tensor<T>) -> Result<usize> {
@@ -254,6 +202,57 @@ impl<'m, T: Float> Explainer<'m, T> {
         self.model.forward(&mut tape, &xv)?;
         Ok(3 * tape.recorded_elements() * std::mem::size_of::<T>())
     }
+}
+
+/// (copies, σ, noise source, aggregate) for a request: shared by every backend's explainer.
+pub(crate) fn noise_plan<T: Float>(
+    x: &Tensor<T>,
+    smoothing: Option<&Smoothing<T>>,
+) -> Result<(usize, f64, NoiseSource<T>, Aggregate)> {
+    let Some(s) = smoothing else {
+        return Ok((1, 0.0, NoiseSource::Philox { seed: 0 }, Aggregate::Mean));
+    };
+    if s.samples == 0 {
+        return Err(SaliencyError::Option {
+            option: "samples",
+            reason: "the number of noisy copies must be at least 1".into(),
+        });
+    }
+    let sigma = match s.noise {
+        NoiseLevel::Relative(level) => {
+            let (lo, hi) = x
+                .as_slice()
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(lo, hi), v| {
+                    (lo.min(v.as_f64()), hi.max(v.as_f64()))
+                });
+            level * (hi - lo)
+        }
+        NoiseLevel::Absolute(sigma) => sigma,
+    };
+    if !sigma.is_finite() || sigma < 0.0 {
+        return Err(SaliencyError::Option {
+            option: "noise",
+            reason: format!("the noise level must be finite and non-negative (σ = {sigma})"),
+        });
+    }
+    let source = match &s.given_noise {
+        None => NoiseSource::Philox { seed: s.seed },
+        Some(t) => {
+            let want = [&[s.samples], &x.dims()[1..]].concat();
+            if t.dims() != want {
+                return Err(SaliencyError::Option {
+                    option: "noise",
+                    reason: format!(
+                        "the given noise has shape {:?}, expected {want:?}",
+                        t.dims()
+                    ),
+                });
+            }
+            NoiseSource::Given(t.clone())
+        }
+    };
+    Ok((s.samples, sigma, source, s.aggregate))
 }
 
 fn argmax<T: Float>(v: &[T]) -> usize {

@@ -16,9 +16,9 @@
 
 use crate::error::{Result, SaliencyError};
 use crate::explain::{DEFAULT_MEMORY_BUDGET, SaliencyMap};
-use crate::method::{Aggregate, Method, NoiseLevel, Output, Smoothing};
+use crate::method::{Aggregate, Method, Output, Smoothing};
 use smoothgrad_autodiff::backend::wgpu::{GpuIndices, GpuMask, GpuTensor, WgpuContext, wgpu};
-use smoothgrad_autodiff::{Conv2dGeometry, NoiseSource, NoiseSpec, Pool2dGeometry, Tensor};
+use smoothgrad_autodiff::{Conv2dGeometry, NoiseSpec, Pool2dGeometry, Tensor};
 use smoothgrad_layers::{Layer, Model};
 
 /// The weights of one node on the device.
@@ -241,7 +241,7 @@ impl<'m> WgpuExplainer<'m> {
             Some(t) => t,
             None => argmax(&logits),
         };
-        let (n, sigma, source, aggregate) = noise_plan(&x, smoothing)?;
+        let (n, sigma, source, aggregate) = crate::explain::noise_plan(&x, smoothing)?;
         let chunk = self.chunk_size(n)?;
         let xg = self.ctx.upload(&x)?;
         let mut sum = self.ctx.zeros(x.dims())?;
@@ -617,55 +617,4 @@ fn argmax(v: &[f32]) -> usize {
         }
     }
     best
-}
-
-/// (copies, σ, noise source, aggregate), exactly as the CPU explainer plans them.
-fn noise_plan(
-    x: &Tensor<f32>,
-    smoothing: Option<&Smoothing<f32>>,
-) -> Result<(usize, f64, NoiseSource<f32>, Aggregate)> {
-    let Some(s) = smoothing else {
-        return Ok((1, 0.0, NoiseSource::Philox { seed: 0 }, Aggregate::Mean));
-    };
-    if s.samples == 0 {
-        return Err(SaliencyError::Option {
-            option: "samples",
-            reason: "the number of noisy copies must be at least 1".into(),
-        });
-    }
-    let sigma = match s.noise {
-        NoiseLevel::Relative(level) => {
-            let (lo, hi) = x
-                .as_slice()
-                .iter()
-                .fold((f64::MAX, f64::MIN), |(lo, hi), &v| {
-                    (lo.min(v as f64), hi.max(v as f64))
-                });
-            level * (hi - lo)
-        }
-        NoiseLevel::Absolute(sigma) => sigma,
-    };
-    if !sigma.is_finite() || sigma < 0.0 {
-        return Err(SaliencyError::Option {
-            option: "noise",
-            reason: format!("the noise level must be finite and non-negative (σ = {sigma})"),
-        });
-    }
-    let source = match &s.given_noise {
-        None => NoiseSource::Philox { seed: s.seed },
-        Some(t) => {
-            let want = [&[s.samples], &x.dims()[1..]].concat();
-            if t.dims() != want {
-                return Err(SaliencyError::Option {
-                    option: "noise",
-                    reason: format!(
-                        "the given noise has shape {:?}, expected {want:?}",
-                        t.dims()
-                    ),
-                });
-            }
-            NoiseSource::Given(t.clone())
-        }
-    };
-    Ok((s.samples, sigma, source, s.aggregate))
 }
