@@ -146,22 +146,7 @@ impl<'m, T: Float> Explainer<'m, T> {
             Method::GradXInput => run.grad_x_input()?,
             Method::IntegratedGradients(c) => run.integrated_gradients(c)?,
         };
-        let inv_n = T::one() / T::from_usize(n);
-        let values: Vec<T> = match aggregate {
-            Aggregate::Mean => sum.iter().map(|&s| s * inv_n).collect(),
-            Aggregate::MeanOfSquares => sumsq.iter().map(|&q| q * inv_n).collect(),
-            Aggregate::Variance => sum
-                .iter()
-                .zip(&sumsq)
-                .map(|(&s, &q)| q * inv_n - (s * inv_n) * (s * inv_n))
-                .collect(),
-        };
-        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-            return Err(SaliencyError::NonFinite {
-                what: "attribution",
-                index: i,
-            });
-        }
+        let values = aggregate_copies(&sum, &sumsq, n, aggregate)?;
         Ok(SaliencyMap {
             attribution: Tensor::from_vec(values, self.model.input_dims())?,
             target,
@@ -253,6 +238,33 @@ pub(crate) fn noise_plan<T: Float>(
         }
     };
     Ok((s.samples, sigma, source, s.aggregate))
+}
+
+/// The map from Σ and Σ² over `n` copies: mean, mean of squares, or their variance (Captum's
+/// E[a²] − E[a]²); a non-finite value is an error naming its element. Shared by every backend.
+pub(crate) fn aggregate_copies<T: Float>(
+    sum: &[T],
+    sumsq: &[T],
+    n: usize,
+    aggregate: Aggregate,
+) -> Result<Vec<T>> {
+    let inv_n = T::one() / T::from_usize(n);
+    let values: Vec<T> = match aggregate {
+        Aggregate::Mean => sum.iter().map(|&s| s * inv_n).collect(),
+        Aggregate::MeanOfSquares => sumsq.iter().map(|&q| q * inv_n).collect(),
+        Aggregate::Variance => sum
+            .iter()
+            .zip(sumsq)
+            .map(|(&s, &q)| q * inv_n - (s * inv_n) * (s * inv_n))
+            .collect(),
+    };
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(SaliencyError::NonFinite {
+            what: "attribution",
+            index: i,
+        });
+    }
+    Ok(values)
 }
 
 fn argmax<T: Float>(v: &[T]) -> usize {

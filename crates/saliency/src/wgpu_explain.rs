@@ -16,7 +16,7 @@
 
 use crate::error::{Result, SaliencyError};
 use crate::explain::{DEFAULT_MEMORY_BUDGET, SaliencyMap};
-use crate::method::{Aggregate, Method, Output, Smoothing};
+use crate::method::{Method, Output, Smoothing};
 use smoothgrad_autodiff::backend::wgpu::{GpuIndices, GpuMask, GpuTensor, WgpuContext, wgpu};
 use smoothgrad_autodiff::{Conv2dGeometry, NoiseSpec, Pool2dGeometry, Tensor};
 use smoothgrad_layers::{Layer, Model};
@@ -261,22 +261,7 @@ impl<'m> WgpuExplainer<'m> {
         }
         let sum = self.ctx.download(&sum)?.into_vec();
         let sumsq = self.ctx.download(&sumsq)?.into_vec();
-        let inv_n = 1.0 / n as f32;
-        let values: Vec<f32> = match aggregate {
-            Aggregate::Mean => sum.iter().map(|&s| s * inv_n).collect(),
-            Aggregate::MeanOfSquares => sumsq.iter().map(|&q| q * inv_n).collect(),
-            Aggregate::Variance => sum
-                .iter()
-                .zip(&sumsq)
-                .map(|(&s, &q)| q * inv_n - (s * inv_n) * (s * inv_n))
-                .collect(),
-        };
-        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-            return Err(SaliencyError::NonFinite {
-                what: "attribution",
-                index: i,
-            });
-        }
+        let values = crate::explain::aggregate_copies(&sum, &sumsq, n, aggregate)?;
         Ok(SaliencyMap {
             attribution: Tensor::from_vec(values, self.model.input_dims())?,
             target,
