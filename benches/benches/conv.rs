@@ -4,7 +4,9 @@
 //! `sgemm` group is the peer: a conv kernel built on im2col + GEMM should approach it.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use smoothgrad_autodiff::backend::cpu::conv::{conv2d_bwd_input, conv2d_bwd_weight, conv2d_fwd};
+use smoothgrad_autodiff::backend::cpu::conv::{
+    ConvAlgorithm, conv2d_bwd_input, conv2d_bwd_weight, conv2d_fwd, set_conv_algorithm,
+};
 use smoothgrad_autodiff::backend::cpu::gemm::{MatRef, Threads, matmul};
 use smoothgrad_autodiff::{Conv2dGeometry, Conv2dParams, Tensor};
 use std::hint::black_box;
@@ -37,6 +39,12 @@ fn shapes() -> Vec<ConvShape> {
             id: "128x28x28_k3_b8",
             x: [8, 128, 28, 28],
             w: [128, 128, 3, 3],
+            params: pad1,
+        },
+        ConvShape {
+            id: "256x14x14_k3_b8",
+            x: [8, 256, 14, 14],
+            w: [256, 256, 3, 3],
             params: pad1,
         },
         ConvShape {
@@ -76,11 +84,29 @@ fn conv2d(c: &mut Criterion) {
             let mut dw = vec![0f32; w.len()];
             let mut y = vec![0f32; dy.len()];
             group.throughput(Throughput::Elements(2 * g.macs()));
-            group.bench_function(s.id, |b| match kernel {
-                "conv2d_fwd" => b.iter(|| conv2d_fwd(&g, black_box(&x), &w, Some(&bias), &mut y)),
-                "conv2d_bwd_input" => b.iter(|| conv2d_bwd_input(&g, black_box(&dy), &w, &mut dx)),
-                _ => b.iter(|| conv2d_bwd_weight(&g, black_box(&dy), &x, &mut dw)),
-            });
+            // The forward and input gradient run both ways side by side: im2col + GEMM, and
+            // the fastest algorithm for the shape (Winograd F(4×4,3×3) where it applies).
+            let algorithms: &[(&str, ConvAlgorithm)] = if kernel == "conv2d_bwd_weight" {
+                &[("", ConvAlgorithm::Fastest)]
+            } else {
+                &[
+                    ("/im2col", ConvAlgorithm::Im2col),
+                    ("/fastest", ConvAlgorithm::Fastest),
+                ]
+            };
+            for &(suffix, algorithm) in algorithms {
+                set_conv_algorithm(algorithm);
+                group.bench_function(format!("{}{suffix}", s.id), |b| match kernel {
+                    "conv2d_fwd" => {
+                        b.iter(|| conv2d_fwd(&g, black_box(&x), &w, Some(&bias), &mut y))
+                    }
+                    "conv2d_bwd_input" => {
+                        b.iter(|| conv2d_bwd_input(&g, black_box(&dy), &w, &mut dx))
+                    }
+                    _ => b.iter(|| conv2d_bwd_weight(&g, black_box(&dy), &x, &mut dw)),
+                });
+            }
+            set_conv_algorithm(ConvAlgorithm::Fastest);
         }
         group.finish();
     }

@@ -12,11 +12,53 @@
 //! channels) uses the pool. Column buffers are kept per thread and reused across calls.
 
 use super::gemm::{MatRef, Threads, matmul};
-use crate::element::Float;
+use super::winograd;
+use crate::element::{DType, Float};
 use crate::ops::geometry::Conv2dGeometry;
 use rayon::prelude::*;
 use std::any::Any;
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// How f32 convolutions may be computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvAlgorithm {
+    /// The fastest the shape allows: Winograd F(4×4, 3×3) for 3×3 stride-1 convolutions
+    /// with enough channels and tiles (forward and input gradient), im2col + GEMM otherwise.
+    /// Winograd's f32 error is ≈ 10× im2col's (relative L2 ≈ 2e-6 per layer, see
+    /// `docs/cpu-speed.md`).
+    Fastest,
+    /// im2col + GEMM only (the reference summation order; f64 always runs this way).
+    Im2col,
+}
+
+static IM2COL_ONLY: AtomicBool = AtomicBool::new(false);
+
+/// Chooses the convolution algorithm for f32 in this process (default
+/// [`ConvAlgorithm::Fastest`]).
+///
+/// ```
+/// use smoothgrad_autodiff::backend::cpu::conv::{ConvAlgorithm, conv_algorithm, set_conv_algorithm};
+/// set_conv_algorithm(ConvAlgorithm::Im2col);
+/// assert_eq!(conv_algorithm(), ConvAlgorithm::Im2col);
+/// set_conv_algorithm(ConvAlgorithm::Fastest);
+/// ```
+pub fn set_conv_algorithm(algorithm: ConvAlgorithm) {
+    IM2COL_ONLY.store(algorithm == ConvAlgorithm::Im2col, Ordering::Relaxed);
+}
+
+/// The convolution algorithm f32 convolutions use now.
+pub fn conv_algorithm() -> ConvAlgorithm {
+    if IM2COL_ONLY.load(Ordering::Relaxed) {
+        ConvAlgorithm::Im2col
+    } else {
+        ConvAlgorithm::Fastest
+    }
+}
+
+fn winograd_allowed<T: Float>() -> bool {
+    T::DTYPE == DType::F32 && !IM2COL_ONLY.load(Ordering::Relaxed)
+}
 
 /// out[N,O,OH,OW] = conv(x[N,C,H,W], w[O,C/g,kh,kw]) + bias[O]. `out` is overwritten.
 pub fn conv2d_fwd<T: Float>(
@@ -149,6 +191,9 @@ fn conv2d_fwd_planned<T: Float>(
     if d.direct {
         return direct_fwd(g, &d, x, w, bias, out);
     }
+    if winograd_allowed::<T>() && winograd::fits_fwd(g) {
+        return winograd::conv3x3_fwd(g, x, w, bias, out);
+    }
     let sample = |n: usize, out_n: &mut [T], threads: Threads| {
         let x_n = &x[n * d.x_per..(n + 1) * d.x_per];
         with_scratch(d.col_len(), |col: &mut [T]| {
@@ -203,6 +248,9 @@ fn conv2d_bwd_input_planned<T: Float>(
     }
     if d.direct {
         return direct_bwd_input(g, &d, dy, w, dx);
+    }
+    if winograd_allowed::<T>() && winograd::fits_bwd_input(g) {
+        return winograd::conv3x3_bwd_input(g, dy, w, dx);
     }
     let sample = |n: usize, dx_n: &mut [T], threads: Threads| {
         let dy_n = &dy[n * d.y_per..(n + 1) * d.y_per];
@@ -611,7 +659,7 @@ thread_local! {
 /// Runs `f` on a buffer of `len` elements (contents unspecified) taken from this thread's
 /// cache. The buffer is out of the cache while `f` runs, so a call nested through rayon work
 /// stealing gets a fresh one instead of a double borrow.
-fn with_scratch<T: Float, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
+pub(super) fn with_scratch<T: Float, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
     if len == 0 {
         return f(&mut []);
     }

@@ -6,3 +6,4 @@ pub mod copies;
 pub mod elementwise;
 pub mod gemm;
 pub mod pool;
+mod winograd;
