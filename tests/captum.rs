@@ -18,9 +18,15 @@
 //! In f32, VGG's Gauss–Legendre IG is 3.9e-5 from the float64 quadrature, as is PyTorch's own in
 //! float32: its first points (α ≈ 6e-4) sit next to the baseline's max-pool near-ties.
 //!
+//! The f32 convolutions run as im2col + GEMM here (`ConvAlgorithm::Im2col`, PyTorch's summation
+//! order class): Winograd's larger rounding moves which near-tied max-pool window wins at the
+//! small α of the trapezoid path (2e-2 on VGG). Winograd's own accuracy is measured in
+//! `backend::cpu::winograd` and, end to end, in `tests/models.rs`.
+//!
 //! Run with `--nocapture` to see the measured errors.
 
 use safetensors::{Dtype, SafeTensors};
+use smoothgrad_autodiff::backend::cpu::conv::{ConvAlgorithm, set_conv_algorithm};
 use smoothgrad_autodiff::{Float, Tensor};
 use smoothgrad_layers::Model;
 use smoothgrad_layers::onnx::{build_model_unfolded, load_onnx_file, load_onnx_model};
@@ -237,6 +243,7 @@ impl<'a, T: Float> Run<'a, T> {
 }
 
 fn check_model(name: &str) {
+    set_conv_algorithm(ConvAlgorithm::Im2col);
     let reference = Reference::load(name);
     let onnx_path = fixture(&format!("models/{name}.onnx"));
     let model_f32 = load_onnx_model(&onnx_path).unwrap_or_else(|e| panic!("{e}"));
