@@ -10,10 +10,15 @@ cuDNN autotuning on, in fp32 (TF32 off), fp32 with TF32, and bf16 autocast.
   medium  3x224x224  ResNet-18 (written out here: no torchvision needed), eval-mode batch norm
 
 Needs only torch; no network. Weights are random (seeded): timing does not depend on them.
+
+`--export DIR` writes the three models (the same seeded weights) as DIR/<name>.safetensors +
+DIR/<name>.arch.json ("smoothgrad-arch/1") for `smoothgrad bench`, and exits; it needs no GPU.
 """
 
 import argparse
 import json
+import os
+import struct
 import sys
 import time
 
@@ -83,6 +88,94 @@ def medium():
 MODELS = {"tiny": tiny, "small": small, "medium": medium}
 
 
+def build(name):
+    """Model `name` with its seeded random weights (the same in the timing and the export)."""
+    torch.manual_seed(0)
+    return MODELS[name]()
+
+
+def write_safetensors(path, tensors):
+    """A .safetensors file of f32 tensors (the format: u64 header size, JSON header, raw data)."""
+    header, blobs, offset = {}, [], 0
+    for key, value in tensors.items():
+        data = value.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+        header[key] = {"dtype": "F32", "shape": list(value.shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+
+
+def arch_of(model):
+    """The "smoothgrad-arch/1" layers of one of the models above."""
+    layers = []
+
+    def leaf(name, m):
+        if isinstance(m, nn.Conv2d):
+            return {"type": "conv2d", "name": name, "stride": list(m.stride), "padding": list(m.padding),
+                    "dilation": list(m.dilation), "groups": m.groups}
+        if isinstance(m, nn.BatchNorm2d):
+            return {"type": "batch_norm2d", "name": name, "eps": m.eps}
+        if isinstance(m, nn.ReLU):
+            return {"type": "relu"}
+        if isinstance(m, nn.MaxPool2d):
+            return {"type": "max_pool2d", "kernel": m.kernel_size, "stride": m.stride, "padding": m.padding}
+        if isinstance(m, nn.Flatten):
+            return {"type": "flatten"}
+        if isinstance(m, nn.Linear):
+            return {"type": "linear", "name": name}
+        raise ValueError(f"no arch type for {name}: {m}")
+
+    def sequential(prefix, seq):
+        for i, m in enumerate(seq):
+            layers.append(leaf(f"{prefix}{i}", m))
+
+    if isinstance(model, nn.Sequential):
+        sequential("", model)
+        return layers
+    sequential("stem.", model.stem)
+    last = None
+    for b, block in enumerate(model.layers):
+        p = f"layers.{b}"
+        entry = {"inputs": [last or "stem.out"]}
+        layers.append({"type": "conv2d", "name": f"{p}.conv1", "id": f"{p}.conv1", **entry,
+                       "stride": list(block.conv1.stride), "padding": list(block.conv1.padding)})
+        layers.append({"type": "batch_norm2d", "name": f"{p}.bn1"})
+        layers.append({"type": "relu"})
+        layers.append({"type": "conv2d", "name": f"{p}.conv2", "padding": [1, 1]})
+        layers.append({"type": "batch_norm2d", "name": f"{p}.bn2", "id": f"{p}.main"})
+        shortcut = last
+        if block.down is not None:
+            layers.append({"type": "conv2d", "name": f"{p}.down.0", "stride": list(block.down[0].stride),
+                           "inputs": [last or "stem.out"]})
+            layers.append({"type": "batch_norm2d", "name": f"{p}.down.1", "id": f"{p}.short"})
+            shortcut = f"{p}.short"
+        layers.append({"type": "add", "inputs": [f"{p}.main", shortcut or "stem.out"]})
+        layers.append({"type": "relu", "id": f"{p}.out"})
+        last = f"{p}.out"
+    # the stem's last layer is what the first block and its shortcut read
+    stem_end = len(model.stem) - 1
+    layers[stem_end]["id"] = "stem.out"
+    layers.append({"type": "global_avg_pool2d"})
+    layers.append({"type": "flatten"})
+    layers.append({"type": "linear", "name": "fc"})
+    return layers
+
+
+def export(directory):
+    os.makedirs(directory, exist_ok=True)
+    for name in MODELS:
+        model, shape = build(name)
+        model.eval()
+        write_safetensors(os.path.join(directory, f"{name}.safetensors"), model.state_dict())
+        arch = {"format": "smoothgrad-arch/1", "input": list(shape), "layers": arch_of(model)}
+        with open(os.path.join(directory, f"{name}.arch.json"), "w") as f:
+            json.dump(arch, f, indent=1)
+        print(f"{directory}/{name}.safetensors + .arch.json")
+
+
 def smoothgrad(model, x, target, samples, sigma, autocast):
     noisy = (x + sigma * torch.randn((samples,) + x.shape[1:], device=x.device)).requires_grad_(True)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
@@ -114,7 +207,11 @@ def main():
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--models", default="tiny,small,medium")
     ap.add_argument("--json")
+    ap.add_argument("--export", metavar="DIR", help="write the models for smoothgrad bench, then exit")
     args = ap.parse_args()
+    if args.export:
+        export(args.export)
+        return 0
     if not torch.cuda.is_available():
         print("no CUDA device visible to PyTorch", file=sys.stderr)
         return 1
@@ -124,7 +221,7 @@ def main():
     print(f"torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}, {torch.cuda.get_device_name()}")
     rows = []
     for name in args.models.split(","):
-        model, shape = MODELS[name]()
+        model, shape = build(name)
         model = model.to(device).eval()
         for p in model.parameters():
             p.requires_grad_(False)  # as the explainer: input gradients only

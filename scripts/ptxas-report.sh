@@ -28,7 +28,10 @@ version=$("$ptxas" --version | grep -o "release [0-9.]*, V[0-9.]*" || echo "ptxa
     echo "each \`kernels/cuda/*.ptx\`. Registers are per thread; every kernel runs 256 threads per"
     echo "block (65,536 registers per SM: up to 64 registers keeps 4 blocks, 32 warps, resident)."
     echo "Shared memory is per block, static. Assembling is all this checks: the PTX has not been"
-    echo "executed here (no GPU), see \`docs/cuda.md\`."
+    echo "executed here (no GPU), see \`docs/cuda.md\`. The GEMM kernels (\`conv2d_fwd_f32\`,"
+    echo "\`conv2d_bwd_input_f32\`, \`matmul_fwd_f32\`) hold both their FP32 FMA path and their TF32"
+    echo "tensor-core path (\`mma.sync.aligned.m16n8k8\`, chosen by the \`math\` argument): their registers"
+    echo "and shared memory (17 KiB of it the tile that restages the mma results) cover both."
     echo
     echo "| file | entry | arch | registers | spill stores | spill loads | stack | shared memory |"
     echo "|---|---|---|---:|---:|---:|---:|---:|"

@@ -34,4 +34,5 @@ if command -v python3 >/dev/null; then
     echo "== PTX interpreter checks"
     python3 tools/ptxemu/test_basic.py
     python3 tools/ptxemu/test_rest.py
+    python3 tools/ptxemu/test_tf32.py
 fi

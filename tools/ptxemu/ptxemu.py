@@ -10,6 +10,16 @@ def b2f(b): return struct.unpack('<f', struct.pack('<I', b & 0xffffffff))[0]
 def rf(x):  # round to f32
     return b2f(f2b(x))
 M32, M64 = 0xffffffff, 0xffffffffffffffff
+def tf32_rna(bits):
+    """cvt.rna.tf32.f32: keep 10 mantissa bits, round to nearest, ties away from zero (the
+    magnitude is rounded in sign-magnitude form); NaN stays NaN. Low 13 bits of the result are 0."""
+    bits &= M32
+    if (bits & 0x7f800000) == 0x7f800000 and bits & 0x7fffff:
+        return bits | 0x400000
+    return (bits + 0x1000) & 0xffffe000
+def tf32_value(bits):
+    """The value a tensor core reads from a .tf32 register: the top 19 bits (the rest ignored)."""
+    return b2f(bits & 0xffffe000)
 def s32(v): v &= M32; return v - (1 << 32) if v & 0x80000000 else v
 def s64(v): v &= M64; return v - (1 << 64) if v >> 63 else v
 
@@ -137,7 +147,7 @@ class Emulator:
             for w in range(0, block, 32):
                 warp = [th for th in threads[w:w + 32]]
                 lw = [th for th in warp if not th.done]
-                if lw and all(th.wait is not None and th.wait[0] in ('vote', 'shfl') for th in lw):
+                if lw and all(th.wait is not None and th.wait[0] in ('vote', 'shfl', 'mma') for th in lw):
                     assert all(th.wait[1] == lw[0].wait[1] for th in lw), 'divergent collectives'
                     assert len(lw) == 32, 'collective with exited lanes'
                     self.collective(lw)
@@ -153,7 +163,9 @@ class Emulator:
         kind, pc = lanes[0].wait
         ins = lanes[0].fn.instrs[pc]
         _, op, mods, ops = ins
-        if kind == 'vote':
+        if kind == 'mma':
+            self.mma(lanes, mods, ops)
+        elif kind == 'vote':
             bits = 0
             for i, th in enumerate(lanes):
                 if self.val(th, ops[1], 'pred'): bits |= 1 << i
@@ -162,6 +174,29 @@ class Emulator:
             vals = [self.val(th, ops[1]) for th in lanes]; lm = self.val(lanes[0], ops[2])
             for i, th in enumerate(lanes): self.set(th, ops[0], vals[i ^ lm])
         for th in lanes: th.wait = None; th.pc += 1
+
+    def mma(self, lanes, mods, ops):
+        """mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {d0..d3}, {a0..a3}, {b0, b1},
+        {c0..c3}: D = A * B + C over the warp, fragments as in the PTX ISA (g = lane / 4,
+        t = lane % 4): a0 A[g][t], a1 A[g+8][t], a2 A[g][t+4], a3 A[g+8][t+4]; b0 B[t][g],
+        b1 B[t+4][g]; c0, c1 C[g][2t], C[g][2t+1]; c2, c3 the same at row g + 8. Products of
+        TF32 values are exact in double; the sum is formed exactly (math.fsum), rounded once to f32."""
+        assert mods == ['sync', 'aligned', 'm16n8k8', 'row', 'col', 'f32', 'tf32', 'tf32', 'f32'], mods
+        regs = [[x.strip() for x in o.strip('{}').split(',')] for o in ops]
+        A = [[0.0] * 8 for _ in range(16)]; B = [[0.0] * 8 for _ in range(8)]; C = [[0.0] * 8 for _ in range(16)]
+        for th in lanes:
+            l = th.tid & 31; g, t = l >> 2, l & 3
+            a = [tf32_value(th.regs[r]) for r in regs[1]]
+            b = [tf32_value(th.regs[r]) for r in regs[2]]
+            c = [b2f(th.regs[r]) for r in regs[3]]
+            A[g][t], A[g + 8][t], A[g][t + 4], A[g + 8][t + 4] = a
+            B[t][g], B[t + 4][g] = b
+            C[g][2 * t], C[g][2 * t + 1], C[g + 8][2 * t], C[g + 8][2 * t + 1] = c
+        for th in lanes:
+            l = th.tid & 31; g, t = l >> 2, l & 3
+            for i, (row, col) in enumerate([(g, 2 * t), (g, 2 * t + 1), (g + 8, 2 * t), (g + 8, 2 * t + 1)]):
+                d = math.fsum([A[row][k] * B[k][col] for k in range(8)] + [C[row][col]])
+                self.set(th, regs[0][i], f2b(d))
 
     def special(self, th, name):
         c = self.ctx
@@ -265,19 +300,20 @@ class Emulator:
             elif op == 'selp': R[d] = g(1) if R[ops[3]] else g(2)
             elif op in ('ld', 'st', 'red'):
                 space = mods[0]
-                vec = 'v4' in mods
+                width = 4 if 'v4' in mods else 2 if 'v2' in mods else 1
+                vec = width > 1
                 if op == 'st' or op == 'red': atok, vtok = ops[0], ops[1]
                 else: atok, vtok = ops[1], ops[0]
                 base, off = self.addr(th, atok)
                 a = (self.val(th, base) + off)
                 if space == 'shared':
                     sh = self.ctx['shared']
-                    if a + (16 if vec else 4) > len(sh) or a % (16 if vec else 4): raise IndexError(f'shared access {a} in {fn.name}')
+                    if a + 4 * width > len(sh) or a % (4 * width): raise IndexError(f'shared access {a} in {fn.name}')
                     rd = lambda x: struct.unpack_from('<I', sh, x)[0]
                     def wr(x, v): struct.pack_into('<I', sh, x, v & M32)
                 else:
                     a &= M64
-                    if a % (16 if vec else 4): raise IndexError('misaligned global')
+                    if a % (4 * width): raise IndexError('misaligned global')
                     rd = mem.rd; wr = mem.wr
                 if op == 'red':
                     assert mods[1] == 'or'
@@ -315,10 +351,14 @@ class Emulator:
                 v = g(1)
                 if dt == 'f32' and st == 'u32': R[d] = f2b(float(v & M32))
                 elif dt == 'f32' and st == 's32': R[d] = f2b(float(s32(v)))
+                elif dt == 'tf32' and st == 'f32':
+                    assert mods[0] == 'rna', mods
+                    R[d] = tf32_rna(v)
                 elif dt == 'u32' and st == 'f32':
                     f = b2f(v); R[d] = 0 if math.isnan(f) or f < 0 else min(int(f), M32)
                 else: raise NotImplementedError('cvt ' + '.'.join(mods))
             elif op == 'vote': th.wait = ('vote', th.pc); return
+            elif op == 'mma': th.wait = ('mma', th.pc); return
             elif op == 'shfl': th.wait = ('shfl', th.pc); return
             elif op == 'bar': th.wait = ('bar', th.pc); return
             elif op == 'bra':

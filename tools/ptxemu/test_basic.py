@@ -73,6 +73,11 @@ for i in range(count):
         r = philox([el // 4, 0, first + i, 0], [seed & M32, seed >> 32])
         z = (bm_cpu(r[0], r[1]) + bm_cpu(r[2], r[3]))[el % 4]
         assert abs(got[i * E + el] - rf(x[el] + rf(sigma * z))) < 1e-6, (i, el)
+# given noise replayed: x + sigma * noise, the product then the sum rounded (the CPU's bits)
+noise = rnd(E * count); na, outa = mem.put_f32(noise), mem.alloc(4 * E * count)
+e.launch('noisy_copies_given_f32', grid1(E * count), 256, [xa, na, outa, blk])
+got = mem.get_f32(outa, E * count)
+assert got == [rf(x[t % E] + rf(sigma * noise[t])) for t in range(E * count)]
 g = rnd(E * count); s0 = rnd(E)
 ga, sa, qa = mem.put_f32(g), mem.put_f32(s0), mem.put_f32(s0)
 e.launch('noisy_copies_bwd_f32', grid1(E), 256, [ga, sa, qa, count, E])

@@ -6,27 +6,7 @@ random.seed(2)
 def rnd(n): return [rf(random.uniform(-1, 1)) for _ in range(n)]
 def grid1(n): return ((n + 255) // 256 or 1, 1, 1)
 
-class G:
-    def __init__(s, x, w, stride=(1,1), pad=(0,0,0,0), dil=(1,1), groups=1):
-        s.N, s.C, s.H, s.W = x; s.O, cg, s.kh, s.kw = w
-        s.sh, s.sw = stride; s.ph, s.pw = pad[0], pad[1]; s.dh, s.dw = dil; s.g = groups
-        s.cg, s.og = s.C // groups, s.O // groups
-        s.OH = (s.H + pad[0] + pad[2] - s.dh * (s.kh - 1) - 1) // s.sh + 1
-        s.OW = (s.W + pad[1] + pad[3] - s.dw * (s.kw - 1) - 1) // s.sw + 1
-    def args(s, relu=0, splits=1, split_len=0):
-        return struct.pack('<21I', s.N, s.C, s.H, s.W, s.O, s.kh, s.kw, s.OH, s.OW, s.sh, s.sw, s.ph, s.pw, s.dh, s.dw, s.g, s.cg, s.og, relu, splits, split_len)
-    def taps(s):
-        for n in range(s.N):
-            for o in range(s.O):
-                for oh in range(s.OH):
-                    for ow in range(s.OW):
-                        for cl in range(s.cg):
-                            for i in range(s.kh):
-                                for j in range(s.kw):
-                                    ih = oh * s.sh - s.ph + i * s.dh; iw = ow * s.sw - s.pw + j * s.dw
-                                    if 0 <= ih < s.H and 0 <= iw < s.W:
-                                        c = (o // s.og) * s.cg + cl
-                                        yield (((n * s.C + c) * s.H + ih) * s.W + iw, ((o * s.cg + cl) * s.kh + i) * s.kw + j, ((n * s.O + o) * s.OH + oh) * s.OW + ow)
+from convgeom import G
 
 def close(got, want, tol, what):
     assert len(got) == len(want)
@@ -65,16 +45,16 @@ for g, name in cases:
     xa, wa, ba, ya, ma, dya = mem.put_f32(x), mem.put_f32(w), mem.put_f32(b), mem.alloc(4*ylen), mem.alloc(4*((ylen+31)//32)), mem.put_f32(dy)
     P = g.N*g.OH*g.OW
     grid = ((P+63)//64, (g.og+63)//64, g.g)
-    e.launch('conv2d_fwd_f32', grid, 256, [xa, wa, ba, ya, ma, g.args(relu=1)])
+    e.launch('conv2d_fwd_f32', grid, 256, [xa, wa, ba, ya, ma, g.args(relu=1), 0])
     got = mem.get_f32(ya, ylen); m = mem.get_u32(ma, (ylen+31)//32)
     close(got, [max(v, 0.0) for v in y], 1e-5, name + ' fwd relu')
     for k, v in enumerate(y):
         if abs(v) > 1e-5: assert ((m[k//32] >> (k%32)) & 1) == (v > 0), (name, 'mask', k)
-    e.launch('conv2d_fwd_f32', grid, 256, [xa, wa, 0, ya, 0, g.args()])
+    e.launch('conv2d_fwd_f32', grid, 256, [xa, wa, 0, ya, 0, g.args(), 0])
     close(mem.get_f32(ya, ylen), [v - b[(k // (g.OH*g.OW)) % g.O] for k, v in enumerate(y)], 1e-5, name + ' fwd nobias')
     dxa = mem.alloc(4*len(x))
     Q = g.N*g.H*g.W
-    e.launch('conv2d_bwd_input_f32', ((Q+63)//64, (g.cg+63)//64, g.g), 256, [dya, wa, dxa, g.args()])
+    e.launch('conv2d_bwd_input_f32', ((Q+63)//64, (g.cg+63)//64, g.g), 256, [dya, wa, dxa, g.args(), 0])
     close(mem.get_f32(dxa, len(x)), dx, 1e-5, name + ' bwd_input')
     Kc = g.cg*g.kh*g.kw
     for splits, split_len in [(1, ((P + 15)//16)*16), (3, ((P + 2)//3 + 15)//16*16)]:

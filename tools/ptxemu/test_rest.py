@@ -133,7 +133,7 @@ mem = Mem(); e = Emulator(open(K + 'matmul.ptx').read(), mem)
 def mm(m, n, k, a, av, b, bv, bias=None, batches=1, acc=0, c0=None):
     ca = mem.alloc(4*m*n*batches) if c0 is None else mem.put_f32(c0)
     args = struct.pack('<11I', m, n, k, av[0], av[1], bv[0], bv[1], av[2], bv[2], m*n, acc)
-    e.launch('matmul_fwd_f32', ((n+63)//64, (m+63)//64, batches), 256, [mem.put_f32(a), mem.put_f32(b), 0 if bias is None else mem.put_f32(bias), ca, args])
+    e.launch('matmul_fwd_f32', ((n+63)//64, (m+63)//64, batches), 256, [mem.put_f32(a), mem.put_f32(b), 0 if bias is None else mem.put_f32(bias), ca, args, 0])
     return mem.get_f32(ca, m*n*batches)
 for rows, inf, outf in [(3, 70, 10), (65, 20, 66), (1, 3, 2)]:
     x, w, b, g = rnd(rows*inf), rnd(outf*inf), rnd(outf), rnd(rows*outf)

@@ -267,7 +267,7 @@ fn kernel_box_muller_model_agrees_with_the_cpu_rng() {
 mod gpu {
     use super::noise_model;
     use smoothgrad_autodiff::backend::cpu::{conv, copies, pool};
-    use smoothgrad_autodiff::backend::cuda::{CudaContext, CudaTensor, kernels};
+    use smoothgrad_autodiff::backend::cuda::{CudaContext, CudaTensor, Math, kernels};
     use smoothgrad_autodiff::ops::activation::{BitMask, relu_fwd_masked};
     use smoothgrad_autodiff::{
         Conv2dGeometry, Conv2dParams, NoiseSource, Pool2dGeometry, Pool2dParams, Tape, Tensor, Var,
@@ -938,6 +938,150 @@ mod gpu {
                 &format!("matmul {ad:?} {bd:?}"),
             );
         }
+    }
+
+    /// `v` rounded as `cvt.rna.tf32.f32`: 10 mantissa bits, nearest, ties away from zero.
+    fn tf32(v: f32) -> f32 {
+        if v.is_nan() {
+            v
+        } else {
+            f32::from_bits((v.to_bits() + 0x1000) & 0xffff_e000)
+        }
+    }
+
+    fn tf32_tensor(t: &Tensor<f32>) -> Tensor<f32> {
+        Tensor::from_vec(t.as_slice().iter().map(|&v| tf32(v)).collect(), t.dims()).unwrap()
+    }
+
+    /// The tensor-core paths (Math::Tf32) against the CPU on TF32-rounded operands (only the
+    /// accumulation order differs: 1e-4 as the FP32 kernels), and against the plain FP32 CPU
+    /// result within the TF32 error stated in docs/cuda.md (5e-3 of max(1, |y|) here: inputs
+    /// in [-1, 1], K <= 180).
+    #[test]
+    fn tensor_core_convolutions_and_matmul_match_tf32_references() {
+        let Some(c) = cuda() else { return };
+        let c = c.with_math(Math::Tf32);
+        assert_eq!(c.math(), Math::Tf32);
+        for (k, (xd, wd, params, name)) in conv_cases().into_iter().enumerate() {
+            let g = Conv2dGeometry::new(&xd, &wd, &params).unwrap();
+            if g.in_channels / g.groups == 1 {
+                continue; // depthwise: direct kernels, FP32 in every mode
+            }
+            let seed = 7000 + 1000 * k as u64;
+            let (x, w, b) = (
+                data(&xd, seed + 1),
+                data(&wd, seed + 2),
+                data(&[wd[0]], seed + 3),
+            );
+            let dy = data(&g.out_dims(), seed + 4);
+            let (xr, wr, dyr) = (tf32_tensor(&x), tf32_tensor(&w), tf32_tensor(&dy));
+            let name = format!("tf32 {name} {xd:?} {wd:?}");
+            let out: usize = g.out_dims().iter().product();
+            let (mut want, mut want32) = (vec![0f32; out], vec![0f32; out]);
+            conv::conv2d_fwd(
+                &g,
+                xr.as_slice(),
+                wr.as_slice(),
+                Some(b.as_slice()),
+                &mut want,
+            );
+            conv::conv2d_fwd(
+                &g,
+                x.as_slice(),
+                w.as_slice(),
+                Some(b.as_slice()),
+                &mut want32,
+            );
+            let y = down(
+                &c,
+                &c.conv2d_fwd(&g, &up(&c, &x), &up(&c, &w), Some(&up(&c, &b)))
+                    .unwrap(),
+            );
+            assert_close(&y, &want, 1e-4, &format!("conv fwd {name}"));
+            assert_close(&y, &want32, 5e-3, &format!("conv fwd {name} vs fp32"));
+            let (y, mask) = c
+                .conv2d_fwd_relu(&g, &up(&c, &x), &up(&c, &w), Some(&up(&c, &b)))
+                .unwrap();
+            let (want_relu, want_mask) = relu_fwd_masked(&want);
+            assert_close(
+                &down(&c, &y),
+                &want_relu,
+                1e-4,
+                &format!("conv fwd relu {name}"),
+            );
+            let bits = c.download_mask(&mask).unwrap();
+            for (e, &v) in want.iter().enumerate() {
+                if v.abs() > 1e-4 {
+                    assert_eq!(bits[e], want_mask.get(e), "{name}: fused mask bit {e}");
+                }
+            }
+            let (mut want, mut want32) = (vec![0f32; x.numel()], vec![0f32; x.numel()]);
+            conv::conv2d_bwd_input(&g, dyr.as_slice(), wr.as_slice(), &mut want);
+            conv::conv2d_bwd_input(&g, dy.as_slice(), w.as_slice(), &mut want32);
+            let dx = down(
+                &c,
+                &c.conv2d_bwd_input(&g, &up(&c, &dy), &up(&c, &w)).unwrap(),
+            );
+            assert_close(&dx, &want, 1e-4, &format!("conv bwd_input {name}"));
+            assert_close(
+                &dx,
+                &want32,
+                5e-3,
+                &format!("conv bwd_input {name} vs fp32"),
+            );
+        }
+        for (ad, bd) in [
+            (vec![5, 7], vec![7, 3]),
+            (vec![2, 3, 33, 17], vec![2, 3, 17, 65]),
+            (vec![70, 130], vec![130, 66]),
+        ] {
+            let (a, b) = (data(&ad, 41), data(&bd, 42));
+            let mut tape = Tape::<f32>::new();
+            let want = tape
+                .matmul(
+                    &Var::constant(tf32_tensor(&a)),
+                    &Var::constant(tf32_tensor(&b)),
+                )
+                .unwrap();
+            let got = down(&c, &c.matmul(&up(&c, &a), &up(&c, &b)).unwrap());
+            assert_close(
+                &got,
+                want.value().as_slice(),
+                1e-4,
+                &format!("tf32 matmul {ad:?} {bd:?}"),
+            );
+        }
+        // The FP32 default is untouched by another handle's setting.
+        assert_eq!(CudaContext::new(0).unwrap().math(), Math::Fp32);
+    }
+
+    /// Given noise replayed on the device: the CPU's bits; and a device copy is a copy.
+    #[test]
+    fn given_noise_copies_and_duplicates_match_the_cpu_bits() {
+        let Some(c) = cuda() else { return };
+        let x = data(&[1, 3, 5, 7], 51);
+        let noise = Tensor::<f32>::randn(&[4, 3, 5, 7], 52).unwrap();
+        let sigma = 0.3f32;
+        let mut want = vec![0f32; noise.numel()];
+        copies::noisy_copies_fwd(
+            x.as_slice(),
+            &NoiseSource::Given(noise.clone()),
+            sigma,
+            0,
+            &mut want,
+        );
+        let got = c
+            .noisy_copies_given(&up(&c, &x), &up(&c, &noise), sigma)
+            .unwrap();
+        assert_eq!(got.dims(), &[4, 3, 5, 7]);
+        assert_bits(&down(&c, &got), &want, "noisy copies (given noise)");
+        let copy = c.duplicate(&got).unwrap();
+        assert_bits(&down(&c, &copy), &want, "duplicate");
+        let wrong = Tensor::<f32>::zeros(&[4, 3, 5, 6]).unwrap();
+        assert!(
+            c.noisy_copies_given(&up(&c, &x), &up(&c, &wrong), sigma)
+                .is_err()
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! `smoothgrad bench`: end-to-end timing of one explanation (by default one n = 50 SmoothGrad
-//! map) of a model file, with its FLOP rate against this machine's measured sgemm rate and the
-//! resident memory it takes. `bench/peers/run.sh` reads its `--json` beside PyTorch, Captum and
+//! map) of a model file, on the CPU (with its FLOP rate against this machine's measured sgemm
+//! rate and the resident memory it takes) or, in binaries built with the `wgpu` / `cuda`
+//! features, on a GPU through `WgpuExplainer` / `CudaExplainer` (the time runs from the host
+//! image to the map back on the host, so it includes the device's whole work). `bench/peers/run.sh` reads its `--json` beside PyTorch, Captum and
 //! JAX timed on the same model, input and noise.
 
 use crate::common::{self, MethodName};
@@ -54,9 +56,14 @@ pub struct BenchArgs {
     /// Working memory for one chunk of noisy copies, in MiB [default: 128].
     #[arg(long, value_name = "MB")]
     memory_budget: Option<usize>,
-    /// Where to compute: bench times the CPU backend (the others are refused with a reason).
+    /// Where to compute: cpu, or wgpu / cuda in a binary built with that feature (an error,
+    /// never a CPU fallback, when the device is missing).
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     device: Device,
+    /// Arithmetic of the convolutions and matrix products on CUDA: fp32, or tf32 on tensor
+    /// cores.
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    precision: Precision,
     /// Write the measurements as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -72,6 +79,105 @@ enum Device {
     Wgpu,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Precision {
+    Fp32,
+    Tf32,
+}
+
+/// The explainer being timed.
+enum Engine<'m> {
+    Cpu(Explainer<'m, f32>),
+    #[cfg(feature = "wgpu")]
+    Wgpu(Box<smoothgrad_saliency::WgpuExplainer<'m>>),
+    #[cfg(feature = "cuda")]
+    Cuda(Box<smoothgrad_saliency::CudaExplainer<'m>>),
+}
+
+impl<'m> Engine<'m> {
+    /// The explainer of `args.device`, and a line naming the device.
+    fn new(
+        args: &BenchArgs,
+        model: &'m smoothgrad_layers::Model<f32>,
+        budget: usize,
+    ) -> Result<(Self, String)> {
+        if args.precision != Precision::Fp32 && args.device != Device::Cuda {
+            bail!("--precision tf32 applies to --device cuda only");
+        }
+        match args.device {
+            Device::Cpu => Ok((
+                Engine::Cpu(Explainer::new(model).memory_budget(budget)),
+                format!("cpu, {} threads", threads()),
+            )),
+            #[cfg(feature = "wgpu")]
+            Device::Wgpu => {
+                let e = smoothgrad_saliency::WgpuExplainer::new(model)
+                    .context("--device wgpu")?
+                    .memory_budget(budget);
+                let info = e.adapter_info();
+                let name = format!("wgpu, {} ({:?})", info.name, info.backend);
+                Ok((Engine::Wgpu(Box::new(e)), name))
+            }
+            #[cfg(feature = "cuda")]
+            Device::Cuda => {
+                use smoothgrad_autodiff::backend::cuda::Math;
+                let math = match args.precision {
+                    Precision::Fp32 => Math::Fp32,
+                    Precision::Tf32 => Math::Tf32,
+                };
+                let e = smoothgrad_saliency::CudaExplainer::new(model, 0)
+                    .context("--device cuda")?
+                    .memory_budget(budget)
+                    .math(math);
+                let ctx = e.context();
+                let gpu = ctx.name().context("--device cuda: the device's name")?;
+                let (major, minor) = ctx
+                    .compute_capability()
+                    .context("--device cuda: the compute capability")?;
+                let name = format!("cuda 0, {gpu} (sm_{major}{minor}), {math:?}");
+                Ok((Engine::Cuda(Box::new(e)), name))
+            }
+            #[allow(unreachable_patterns)]
+            other => {
+                let name = other
+                    .to_possible_value()
+                    .map(|v| v.get_name().to_string())
+                    .unwrap_or_default();
+                bail!(
+                    "device {name} is not built into this binary (available: {})",
+                    built()
+                )
+            }
+        }
+    }
+
+    fn explain(
+        &self,
+        image: &Tensor<f32>,
+        target: Option<usize>,
+        method: &Method,
+        smoothing: Option<&Smoothing>,
+    ) -> smoothgrad_saliency::Result<SaliencyMap<f32>> {
+        match self {
+            Engine::Cpu(e) => e.explain(image, target, method, smoothing),
+            #[cfg(feature = "wgpu")]
+            Engine::Wgpu(e) => e.explain(image, target, method, smoothing),
+            #[cfg(feature = "cuda")]
+            Engine::Cuda(e) => e.explain(image, target, method, smoothing),
+        }
+    }
+}
+
+/// The devices this binary was built with.
+fn built() -> &'static str {
+    match (cfg!(feature = "wgpu"), cfg!(feature = "cuda")) {
+        (true, true) => "cpu, wgpu, cuda",
+        (true, false) => "cpu, wgpu",
+        (false, true) => "cpu, cuda",
+        (false, false) => "cpu",
+    }
+}
+
 /// What one benchmark measured.
 struct Measurement {
     /// Seconds per explanation, in run order.
@@ -80,8 +186,10 @@ struct Measurement {
     passes: usize,
     forward_flops: u64,
     backward_flops: u64,
-    /// GFLOP/s of a 1024³ f32 multiply on the rayon pool, the median of a few.
-    sgemm_gflops: f64,
+    /// GFLOP/s of a 1024³ f32 multiply on the rayon pool, the median of a few (CPU runs only).
+    sgemm_gflops: Option<f64>,
+    /// The device, in words.
+    device: String,
     /// (VmRSS before the first run, VmHWM after the last), bytes; `None` off Linux.
     rss: Option<(u64, u64)>,
     map: SaliencyMap<f32>,
@@ -117,17 +225,6 @@ impl Measurement {
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
-    if args.device != Device::Cpu {
-        let name = args
-            .device
-            .to_possible_value()
-            .map(|v| v.get_name().to_string())
-            .unwrap_or_default();
-        if args.device == Device::Wgpu && cfg!(feature = "wgpu") {
-            bail!("bench times the CPU backend only; time --device wgpu with `explain`");
-        }
-        bail!("device {name} is not built into this binary (available: cpu)");
-    }
     let model = common::load_model(&args.model, args.arch.as_deref())?;
     let (method, smoothing) = recipe(args)?;
     let image = match &args.input {
@@ -146,7 +243,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .context("--memory-budget is too large")?,
         None => smoothgrad_saliency::DEFAULT_MEMORY_BUDGET,
     };
-    let explainer = Explainer::new(&model).memory_budget(budget);
+    let (explainer, device) = Engine::new(args, &model, budget)?;
     let explain = || {
         explainer
             .explain(&image, args.target, &method, smoothing.as_ref())
@@ -183,7 +280,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         passes: copies * points,
         forward_flops: flops.forward,
         backward_flops: flops.input_backward,
-        sgemm_gflops: sgemm_gflops(),
+        sgemm_gflops: (args.device == Device::Cpu).then(sgemm_gflops),
+        device,
         rss,
         map,
     };
@@ -308,12 +406,12 @@ fn report(
 ) -> String {
     let map = &m.map;
     let mut out = format!(
-        "{}: input {:?} -> {:?}, {} on {} threads\n",
+        "{}: input {:?} -> {:?}, {} on {}\n",
         args.model.display(),
         model.input_dims(),
         model.output_dims(),
         args.method.cli_name(),
-        threads(),
+        m.device,
     );
     let copies = |k: usize| format!("{k} {}", if k == 1 { "copy" } else { "copies" });
     let passes = match method {
@@ -344,13 +442,21 @@ fn report(
         m.times.len(),
         args.warmup
     ));
-    out.push_str(&format!(
-        "  {:.3} images/s, {:.2} GFLOP/s = {:.1}% of this machine's sgemm ({:.1} GFLOP/s, 1024^3 f32)\n",
-        1.0 / m.median(),
-        m.gflops(),
-        100.0 * m.gflops() / m.sgemm_gflops,
-        m.sgemm_gflops
-    ));
+    match m.sgemm_gflops {
+        Some(sgemm) => out.push_str(&format!(
+            "  {:.3} images/s, {:.2} GFLOP/s = {:.1}% of this machine's sgemm ({:.1} GFLOP/s, 1024^3 f32)\n",
+            1.0 / m.median(),
+            m.gflops(),
+            100.0 * m.gflops() / sgemm,
+            sgemm
+        )),
+        None => out.push_str(&format!(
+            "  {:.3} images/s, {:.2} GFLOP/s ({} copies/s)\n",
+            1.0 / m.median(),
+            m.gflops(),
+            (m.passes as f64 / m.median()).round()
+        )),
+    }
     match (m.rss, m.rss_growth()) {
         (Some((before, peak)), Some(growth)) => out.push_str(&format!(
             "  RSS growth: {:.1} MiB (peak {:.1} MiB, {:.1} MiB before the first run)\n",
@@ -371,8 +477,22 @@ fn json(args: &BenchArgs, model: &smoothgrad_layers::Model<f32>, m: &Measurement
     };
     let times: Vec<String> = m.times.iter().map(|t| format!("{t:e}")).collect();
     let optional = |v: Option<u64>| v.map_or("null".to_string(), |v| v.to_string());
+    let optional_f = |v: Option<f64>| v.map_or("null".to_string(), |v| format!("{v:e}"));
+    let device = args
+        .device
+        .to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default();
+    let precision = args
+        .precision
+        .to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default();
     let fields = [
         ("model", json_string(&args.model.display().to_string())),
+        ("device", json_string(&device)),
+        ("device_name", json_string(&m.device)),
+        ("precision", json_string(&precision)),
         ("input_dims", dims(model.input_dims())),
         ("output_dims", dims(model.output_dims())),
         ("method", json_string(&args.method.cli_name())),
@@ -393,10 +513,10 @@ fn json(args: &BenchArgs, model: &smoothgrad_layers::Model<f32>, m: &Measurement
         ),
         ("flops_per_image", m.flops_per_image().to_string()),
         ("gflops_per_s", format!("{:e}", m.gflops())),
-        ("sgemm_gflops_per_s", format!("{:e}", m.sgemm_gflops)),
+        ("sgemm_gflops_per_s", optional_f(m.sgemm_gflops)),
         (
             "fraction_of_sgemm",
-            format!("{:e}", m.gflops() / m.sgemm_gflops),
+            optional_f(m.sgemm_gflops.map(|s| m.gflops() / s)),
         ),
         ("rss_before_bytes", optional(m.rss.map(|r| r.0))),
         ("rss_peak_bytes", optional(m.rss.map(|r| r.1))),

@@ -74,9 +74,9 @@ pub struct ExplainArgs {
     /// What is differentiated: the target's logit or its softmax probability.
     #[arg(long, value_enum, default_value_t = OutputName::Logit)]
     output: OutputName,
-    /// Where to compute: cpu, or wgpu in a binary built with the `wgpu` feature (gradient,
-    /// guided backprop and their smoothed forms; an error, never a CPU fallback, when no adapter
-    /// is found).
+    /// Where to compute: cpu, or wgpu / cuda in a binary built with the `wgpu` / `cuda` feature
+    /// (gradient, guided backprop and their smoothed forms; an error, never a CPU fallback, when
+    /// no adapter or CUDA device is found).
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     device: Device,
     /// Working memory for one chunk of noisy copies, in MiB [default: 128].
@@ -124,6 +124,8 @@ enum Engine<'m> {
     Cpu(Explainer<'m, f32>),
     #[cfg(feature = "wgpu")]
     Wgpu(Box<smoothgrad_saliency::WgpuExplainer<'m>>),
+    #[cfg(feature = "cuda")]
+    Cuda(Box<smoothgrad_saliency::CudaExplainer<'m>>),
 }
 
 impl<'m> Engine<'m> {
@@ -144,6 +146,19 @@ impl<'m> Engine<'m> {
                 );
                 Ok(Engine::Wgpu(Box::new(explainer)))
             }
+            #[cfg(feature = "cuda")]
+            Device::Cuda => {
+                // No silent CPU fallback: without a driver or device this is an error.
+                let explainer = smoothgrad_saliency::CudaExplainer::new(model, 0)
+                    .context("--device cuda")?
+                    .memory_budget(budget)
+                    .output(output);
+                let ctx = explainer.context();
+                let name = ctx.name().unwrap_or_else(|_| "unnamed".into());
+                let (major, minor) = ctx.compute_capability().unwrap_or((0, 0));
+                eprintln!("device: cuda 0 ({name}, sm_{major}{minor})");
+                Ok(Engine::Cuda(Box::new(explainer)))
+            }
             _ => Ok(Engine::Cpu(
                 Explainer::new(model).memory_budget(budget).output(output),
             )),
@@ -160,6 +175,8 @@ impl<'m> Engine<'m> {
             Engine::Cpu(e) => e.explain(x, target, &recipe.method, recipe.smoothing.as_ref()),
             #[cfg(feature = "wgpu")]
             Engine::Wgpu(e) => e.explain(x, target, &recipe.method, recipe.smoothing.as_ref()),
+            #[cfg(feature = "cuda")]
+            Engine::Cuda(e) => e.explain(x, target, &recipe.method, recipe.smoothing.as_ref()),
         }
     }
 }
@@ -180,12 +197,15 @@ struct Outputs {
 }
 
 pub fn run(args: &ExplainArgs) -> Result<()> {
-    let built = if cfg!(feature = "wgpu") {
-        "cpu, wgpu"
-    } else {
-        "cpu"
+    let built = match (cfg!(feature = "wgpu"), cfg!(feature = "cuda")) {
+        (true, true) => "cpu, wgpu, cuda",
+        (true, false) => "cpu, wgpu",
+        (false, true) => "cpu, cuda",
+        (false, false) => "cpu",
     };
-    if args.device == Device::Cuda || (args.device == Device::Wgpu && !cfg!(feature = "wgpu")) {
+    if (args.device == Device::Cuda && !cfg!(feature = "cuda"))
+        || (args.device == Device::Wgpu && !cfg!(feature = "wgpu"))
+    {
         let name = args
             .device
             .to_possible_value()

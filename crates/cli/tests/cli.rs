@@ -308,6 +308,8 @@ fn unknown_method() {
     );
 }
 
+// With the `cuda` feature the device exists in the binary: tests/cuda.rs checks its errors.
+#[cfg(not(feature = "cuda"))]
 #[test]
 fn absent_device() {
     assert_fails(

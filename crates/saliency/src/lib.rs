@@ -8,6 +8,8 @@
 //!
 //! See [`Explainer`] for a runnable example.
 
+#[cfg(feature = "cuda")]
+pub mod cuda_explain;
 pub mod error;
 pub mod explain;
 pub mod image_io;
@@ -17,6 +19,8 @@ pub mod visualize;
 #[cfg(feature = "wgpu")]
 pub mod wgpu_explain;
 
+#[cfg(feature = "cuda")]
+pub use cuda_explain::CudaExplainer;
 pub use error::{Result, SaliencyError};
 pub use explain::{DEFAULT_MEMORY_BUDGET, Explainer, SaliencyMap};
 pub use image_io::{ImageOptions, load_image, normalize};

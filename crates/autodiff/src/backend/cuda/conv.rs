@@ -27,7 +27,8 @@ fn tiles(n: usize) -> usize {
 }
 
 impl CudaContext {
-    /// `y[N,O,OH,OW] = conv(x, w) + bias`: the CPU's `conv2d_fwd`.
+    /// `y[N,O,OH,OW] = conv(x, w) + bias`: the CPU's `conv2d_fwd` (on tensor cores with
+    /// [`Math::Tf32`](super::Math), except depthwise layers).
     pub fn conv2d_fwd(
         &self,
         g: &Conv2dGeometry,
@@ -106,13 +107,15 @@ impl CudaContext {
                 &bias_ptr,
                 &y.ptr(self),
                 &mask_ptr,
-                &args
+                &args,
+                &self.math().flag()
             )?;
         }
         Ok((y, mask))
     }
 
-    /// `dx[N,C,H,W]`, the input gradient given `dy`: the CPU's `conv2d_bwd_input`.
+    /// `dx[N,C,H,W]`, the input gradient given `dy`: the CPU's `conv2d_bwd_input` (on tensor
+    /// cores with [`Math::Tf32`](super::Math), except depthwise layers).
     pub fn conv2d_bwd_input(
         &self,
         g: &Conv2dGeometry,
@@ -147,7 +150,8 @@ impl CudaContext {
                 &dy.ptr(self),
                 &w.ptr(self),
                 &dx.ptr(self),
-                &args
+                &args,
+                &self.math().flag()
             )?;
         }
         Ok(dx)

@@ -68,6 +68,55 @@ impl CudaContext {
         Ok(out)
     }
 
+    /// `count` noisy copies of `x[1, ...]` from given standard normal draws
+    /// `noise[count, ...]` (another framework's noise replayed): `out[i, e] = x[e] + sigma ·
+    /// noise[i, e]`, the CPU's `noisy_copies_fwd` with `NoiseSource::Given`, the same bits.
+    pub fn noisy_copies_given(
+        &self,
+        x: &CudaTensor,
+        noise: &CudaTensor,
+        sigma: f32,
+    ) -> Result<CudaTensor> {
+        let op = "noisy_copies (given noise)";
+        let d = x.dims();
+        let nd = noise.dims();
+        if d.first() != Some(&1) || nd.len() != d.len() || nd[1..] != d[1..] {
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: nd.to_vec(),
+                rhs: d.to_vec(),
+            });
+        }
+        if !sigma.is_finite() || sigma < 0.0 {
+            return Err(Error::InvalidArgument {
+                op,
+                reason: format!("sigma must be finite and non-negative, got {sigma}"),
+            });
+        }
+        let elements = x.numel();
+        let count = nd[0];
+        size(op, "elements", elements * count)?;
+        let args = NoiseArgs {
+            elements: elements as u32,
+            count: count as u32,
+            sigma,
+            ..NoiseArgs::default()
+        };
+        let out = self.new_tensor(Shape::new(nd)?)?;
+        if out.numel() > 0 {
+            launch!(
+                self,
+                k::NOISY_COPIES_GIVEN,
+                grid_1d(out.numel()),
+                &x.ptr(self),
+                &noise.ptr(self),
+                &out.ptr(self),
+                &args
+            )?;
+        }
+        Ok(out)
+    }
+
     /// The backward of the copies: `sum[e] += Σᵢ g[i, e]`, `sumsq[e] += Σᵢ g[i, e]²`, copies in
     /// order (the CPU's `reduce_copies`, same bits).
     pub fn noisy_copies_bwd(

@@ -45,6 +45,7 @@ pub const BATCH_NORM_BWD: Kernel = kernel("batch_norm.ptx", "batch_norm_bwd_f32"
 pub const SOFTMAX_FWD: Kernel = kernel("softmax.ptx", "softmax_fwd_f32");
 pub const SOFTMAX_BWD: Kernel = kernel("softmax.ptx", "softmax_bwd_f32");
 pub const NOISY_COPIES: Kernel = kernel("noisy_copies.ptx", "noisy_copies_f32");
+pub const NOISY_COPIES_GIVEN: Kernel = kernel("noisy_copies.ptx", "noisy_copies_given_f32");
 pub const NOISY_COPIES_BWD: Kernel = kernel("noisy_copies.ptx", "noisy_copies_bwd_f32");
 pub const PHILOX: Kernel = kernel("noisy_copies.ptx", "philox4x32_10_u32");
 pub const NORMAL: Kernel = kernel("noisy_copies.ptx", "normal_f32");
@@ -76,6 +77,7 @@ pub const KERNELS: &[Kernel] = &[
     SOFTMAX_FWD,
     SOFTMAX_BWD,
     NOISY_COPIES,
+    NOISY_COPIES_GIVEN,
     NOISY_COPIES_BWD,
     PHILOX,
     NORMAL,

@@ -1,4 +1,5 @@
-//! Matrix products on matmul.ptx's strided kernel: `Tape::matmul`'s batched product and the
+//! Matrix products on matmul.ptx's strided kernel (FP32 FMA, or TF32 tensor cores under
+//! [`Math::Tf32`](super::Math)): `Tape::matmul`'s batched product and the
 //! three products of a fully connected layer (`y = x·Wᵀ + b`, `dX = G·W`, `dW = Gᵀ·X`).
 
 use super::args::{MatmulArgs, size};
@@ -80,7 +81,8 @@ impl CudaContext {
             &b.0.ptr(self),
             &bias_ptr,
             &c.ptr(self),
-            &args
+            &args,
+            &self.math().flag()
         )
     }
 

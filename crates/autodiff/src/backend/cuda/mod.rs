@@ -52,10 +52,36 @@ struct Device {
     functions: Mutex<HashMap<Kernel, CudaFunction>>,
 }
 
+/// The arithmetic of the GEMM-shaped kernels (`conv2d_fwd`, `conv2d_bwd_input`, `matmul` and
+/// the linear layers): a setting of one [`CudaContext`] handle, chosen at run time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Math {
+    /// FP32 FMA on the CUDA cores (the default): the CPU's precision, sums in another order.
+    #[default]
+    Fp32,
+    /// Tensor cores: operands rounded to TF32 (`cvt.rna.tf32.f32`, 10-bit mantissa, relative
+    /// rounding error ≤ 2⁻¹¹), products accumulated in FP32 by `mma.sync.aligned.m16n8k8`.
+    /// A K-term dot product then differs from FP32 by about 2⁻¹⁰·Σ|aᵢbᵢ| at worst (≈ 1e-3
+    /// relative, typically ≈ 1e-4). Depthwise convolutions and the fused SmoothGrad reduction
+    /// are direct loops, not GEMMs: they stay FP32.
+    Tf32,
+}
+
+impl Math {
+    /// The kernels' `math` argument: 0 FP32 FMA, 1 TF32 tensor cores.
+    pub(crate) fn flag(self) -> u32 {
+        match self {
+            Math::Fp32 => 0,
+            Math::Tf32 => 1,
+        }
+    }
+}
+
 /// A handle on one CUDA device (cheap to clone): its stream and its loaded kernels.
 #[derive(Clone)]
 pub struct CudaContext {
     device: Arc<Device>,
+    math: Math,
 }
 
 impl std::fmt::Debug for CudaContext {
@@ -105,6 +131,7 @@ impl CudaContext {
         if let Some(device) = open.get(&ordinal) {
             return Ok(CudaContext {
                 device: device.clone(),
+                math: Math::Fp32,
             });
         }
         let context = driver::CudaContext::new(ordinal)
@@ -118,7 +145,10 @@ impl CudaContext {
             functions: Mutex::new(HashMap::new()),
         });
         open.insert(ordinal, device.clone());
-        Ok(CudaContext { device })
+        Ok(CudaContext {
+            device,
+            math: Math::Fp32,
+        })
     }
 
     /// The number of CUDA devices (0 without a driver).
@@ -128,6 +158,24 @@ impl CudaContext {
             return 0;
         }
         driver::CudaContext::device_count().map_or(0, |n| n.max(0) as usize)
+    }
+
+    /// Chooses the arithmetic of this handle's convolution and matrix kernels (other handles on
+    /// the same device keep theirs). Tensor cores need compute capability 8.0 or newer, which
+    /// the PTX's `.target sm_80` already requires of every kernel.
+    pub fn set_math(&mut self, math: Math) {
+        self.math = math;
+    }
+
+    /// This handle with `math` (see [`set_math`](Self::set_math)).
+    pub fn with_math(mut self, math: Math) -> Self {
+        self.math = math;
+        self
+    }
+
+    /// The arithmetic of this handle's convolution and matrix kernels.
+    pub fn math(&self) -> Math {
+        self.math
     }
 
     /// The device ordinal.

@@ -115,6 +115,18 @@ impl CudaContext {
         })
     }
 
+    /// A copy of a device tensor in a new device buffer (queued on the stream, no host trip).
+    pub fn duplicate(&self, t: &CudaTensor) -> Result<CudaTensor> {
+        let data = self
+            .stream()
+            .clone_dtod(&t.data)
+            .map_err(|e| super::driver_error(&format!("copying {} elements", t.numel()), e))?;
+        Ok(CudaTensor {
+            data,
+            shape: t.shape.clone(),
+        })
+    }
+
     /// Copies a device tensor to the host (waits for the queued work).
     pub fn download(&self, t: &CudaTensor) -> Result<Tensor<f32>> {
         let values = self.download_slice(&t.data, t.numel())?;
