@@ -6,4 +6,5 @@ pub mod copies;
 pub mod elementwise;
 pub mod gemm;
 pub mod pool;
+mod simd;
 mod winograd;

@@ -23,48 +23,10 @@
 
 use super::conv::with_scratch;
 use super::gemm::{MatRef, Threads, matmul};
+use super::simd::multiversion;
 use crate::element::Float;
 use crate::ops::geometry::Conv2dGeometry;
 use rayon::prelude::*;
-
-/// Defines `fn $name<T: Float>(args)` that runs `$imp(args)` compiled for the best vector
-/// extension this CPU has (AVX-512, AVX2 + FMA, or the baseline), so that the transforms'
-/// loops vectorise to the machine's width while the crate builds for any x86-64. `$imp` and
-/// everything it calls must be `#[inline(always)]` so that they are compiled inside the
-/// feature-enabled copies.
-macro_rules! multiversion {
-    ($(#[$meta:meta])* fn $name:ident = $imp:ident($($arg:ident: $ty:ty),* $(,)?)) => {
-        $(#[$meta])*
-        #[allow(clippy::too_many_arguments)]
-        fn $name<T: Float>($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma")]
-                #[allow(clippy::too_many_arguments)]
-                unsafe fn avx512<T: Float>($($arg: $ty),*) {
-                    $imp($($arg),*)
-                }
-                #[target_feature(enable = "avx2,fma")]
-                #[allow(clippy::too_many_arguments)]
-                unsafe fn avx2<T: Float>($($arg: $ty),*) {
-                    $imp($($arg),*)
-                }
-                if std::is_x86_feature_detected!("avx512f")
-                    && std::is_x86_feature_detected!("avx512vl")
-                    && std::is_x86_feature_detected!("avx512dq")
-                {
-                    // SAFETY: the CPU has these extensions (checked just above).
-                    return unsafe { avx512($($arg),*) };
-                }
-                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                    // SAFETY: as above.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            $imp($($arg),*)
-        }
-    };
-}
 
 /// Output tile side (m) and input patch side (m + 2).
 const M: usize = 4;
