@@ -6,7 +6,7 @@
 //! arithmetic is the same in every copy (Rust never contracts `a * b + c` into an FMA), so the
 //! results are bit-identical whichever copy runs. The `gemm` crate dispatches its own kernels.
 
-/// Defines `fn $name<T: $crate::element::Float>(args)` that runs `$imp(args)` compiled for the best vector
+/// Defines `fn $name<T: Float>(args)` that runs `$imp(args)` compiled for the best vector
 /// extension this CPU has (AVX-512, AVX2 + FMA, or the baseline), so that the transforms'
 /// loops vectorise to the machine's width while the crate builds for any x86-64. `$imp` and
 /// everything it calls must be `#[inline(always)]` so that they are compiled inside the
