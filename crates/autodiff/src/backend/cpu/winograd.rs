@@ -251,7 +251,7 @@ fn block<T: Float>(
     let m_len = XI * p.k * nt;
     // Transform scratch: 6×6 rows of nt for the deinterleaved patches and as many for the
     // half-transformed ones, plus one padded input / output row.
-    let t_len = 2 * XI * nt + M * tw + 2 + M;
+    let t_len = 2 * XI * nt + M * tw + M;
     with_scratch(v_len + m_len + t_len, |buf: &mut [T]| {
         let (v, rest) = buf.split_at_mut(v_len);
         let (m, scratch) = rest.split_at_mut(m_len);
@@ -308,41 +308,39 @@ fn input_transform_impl<T: Float>(p: &Problem, t: &Tiles, x: &[T], v: &mut [T], 
     let (nt, tw) = (t.nt, t.tw);
     let (q, rest) = scratch.split_at_mut(XI * nt);
     let (h, rest) = rest.split_at_mut(XI * nt);
-    let padded = &mut rest[..M * tw + 2];
+    let padded = &mut rest[..M * tw + M];
     let pad_l = p.pad_l as usize;
     // Input columns that land in the padded row 0 .. 4tw + 2.
     let copy = p.w.min(M * tw + 2 - pad_l);
+    padded.fill(T::zero());
     for ci in 0..p.c {
         for (i, row) in t.rows.clone().enumerate() {
             let (n, ty) = (row / t.th, row % t.th);
             let plane = &x[(n * p.c + ci) * p.h * p.w..][..p.h * p.w];
             for r in 0..A {
                 let iy = (ty * M + r) as isize - p.pad_t;
-                padded.fill(T::zero());
+                let q_r = rows6(&mut q[r * A * nt + i * tw..], tw, nt);
                 if iy >= 0 && (iy as usize) < p.h {
+                    // Only the copied columns change: the padding columns stay zero.
                     let src = &plane[iy as usize * p.w..][..copy];
                     padded[pad_l..pad_l + copy].copy_from_slice(src);
-                }
-                for b in 0..A {
-                    let dst = &mut q[(r * A + b) * nt + i * tw..][..tw];
-                    for (tx, d) in dst.iter_mut().enumerate() {
-                        *d = padded[M * tx + b];
+                    deinterleave(padded, q_r);
+                } else {
+                    for q_rb in q_r {
+                        q_rb.fill(T::zero());
                     }
                 }
             }
         }
         for r in 0..A {
             let q_r = &q[r * A * nt..][..A * nt];
-            bt(
-                [0, 1, 2, 3, 4, 5].map(|b| seg(q_r, b * nt, nt)),
-                rows6(&mut h[r * A * nt..], nt, nt),
-            );
+            bt(segs6(q_r, 0, nt, nt), rows6(&mut h[r * A * nt..], nt, nt));
         }
         let h: &[T] = h;
         let stride = p.c * nt;
         for b in 0..A {
             bt(
-                [0, 1, 2, 3, 4, 5].map(|r| seg(h, (r * A + b) * nt, nt)),
+                segs6(h, b * nt, A * nt, nt),
                 rows6(&mut v[b * stride + ci * nt..], nt, A * stride),
             );
         }
@@ -381,23 +379,21 @@ fn output_transform_impl<T: Float>(
         let add = bias.map_or(T::zero(), |b| b[ki]);
         for b in 0..A {
             at(
-                [0, 1, 2, 3, 4, 5].map(|r| seg(m, (r * A + b) * stride + ki * nt, nt)),
+                segs6(m, b * stride + ki * nt, A * stride, nt),
                 rows4(&mut s[b * nt..], nt, A * nt),
             );
         }
         for a in 0..M {
             let s_a = &s[a * A * nt..][..A * nt];
-            at(
-                [0, 1, 2, 3, 4, 5].map(|b| seg(s_a, b * nt, nt)),
-                rows4(&mut y[a * M * nt..], nt, nt),
-            );
+            at(segs6(s_a, 0, nt, nt), rows4(&mut y[a * M * nt..], nt, nt));
         }
         for (i, row) in t.rows.clone().enumerate() {
             let (n, ty) = (row / t.th, row % t.th);
             let plane = (n * p.k + ki) * p.oh * p.ow;
             for a in 0..M.min(p.oh - ty * M) {
                 let y_a = &y[a * M * nt..][..M * nt];
-                let [y0, y1, y2, y3] = [0, 1, 2, 3].map(|c| seg(y_a, c * nt + i * tw, tw));
+                let (y0, y1) = (seg(y_a, i * tw, tw), seg(y_a, nt + i * tw, tw));
+                let (y2, y3) = (seg(y_a, 2 * nt + i * tw, tw), seg(y_a, 3 * nt + i * tw, tw));
                 for (tx, cols) in line.chunks_exact_mut(M).enumerate() {
                     cols[0] = y0[tx] + add;
                     cols[1] = y1[tx] + add;
@@ -441,10 +437,49 @@ fn bt<T: Float>(d: [&[T]; A], out: [&mut [T]; A]) {
     }
 }
 
+/// q_b[tx] = padded[4·tx + b] for the six columns b of each tile (one pass, so that the
+/// stride-4 loads vectorise as an interleaved group).
+#[inline(always)]
+fn deinterleave<T: Float>(padded: &[T], q: [&mut [T]; A]) {
+    let [q0, q1, q2, q3, q4, q5] = q;
+    let tw = q0.len();
+    let (q1, q2, q3, q4, q5) = (
+        &mut q1[..tw],
+        &mut q2[..tw],
+        &mut q3[..tw],
+        &mut q4[..tw],
+        &mut q5[..tw],
+    );
+    // Windows of columns 4tx .. 4tx + 4 and 4tx + 4 .. 4tx + 6 (the padded row has 4tw + 4).
+    let cur = padded[..M * tw].chunks_exact(M);
+    let next = padded[M..M * tw + M].chunks_exact(M);
+    for (tx, (c, n)) in cur.zip(next).enumerate() {
+        q0[tx] = c[0];
+        q1[tx] = c[1];
+        q2[tx] = c[2];
+        q3[tx] = c[3];
+        q4[tx] = n[0];
+        q5[tx] = n[1];
+    }
+}
+
 /// `len` elements at `at`.
 #[inline(always)]
 fn seg<T>(buf: &[T], at: usize, len: usize) -> &[T] {
     &buf[at..at + len]
+}
+
+/// Six runs of `len` elements of `buf`, run i starting at `first + i·stride`.
+#[inline(always)]
+fn segs6<T>(buf: &[T], first: usize, stride: usize, len: usize) -> [&[T]; 6] {
+    [
+        seg(buf, first, len),
+        seg(buf, first + stride, len),
+        seg(buf, first + 2 * stride, len),
+        seg(buf, first + 3 * stride, len),
+        seg(buf, first + 4 * stride, len),
+        seg(buf, first + 5 * stride, len),
+    ]
 }
 
 /// Six rows of `len` elements of `buf`, row i starting at `i·stride`.
@@ -455,7 +490,14 @@ fn rows6<T>(buf: &mut [T], len: usize, stride: usize) -> [&mut [T]; 6] {
     let (r2, b) = b.split_at_mut(stride);
     let (r3, b) = b.split_at_mut(stride);
     let (r4, r5) = b.split_at_mut(stride);
-    [r0, r1, r2, r3, r4, r5].map(|r| &mut r[..len])
+    [
+        &mut r0[..len],
+        &mut r1[..len],
+        &mut r2[..len],
+        &mut r3[..len],
+        &mut r4[..len],
+        &mut r5[..len],
+    ]
 }
 
 /// Four rows of `len` elements of `buf`, row i starting at `i·stride`.
@@ -464,7 +506,12 @@ fn rows4<T>(buf: &mut [T], len: usize, stride: usize) -> [&mut [T]; 4] {
     let (r0, b) = buf.split_at_mut(stride);
     let (r1, b) = b.split_at_mut(stride);
     let (r2, r3) = b.split_at_mut(stride);
-    [r0, r1, r2, r3].map(|r| &mut r[..len])
+    [
+        &mut r0[..len],
+        &mut r1[..len],
+        &mut r2[..len],
+        &mut r3[..len],
+    ]
 }
 
 /// Aᵀ m for six vectors (element-wise): four outputs.
