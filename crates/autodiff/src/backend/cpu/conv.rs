@@ -397,13 +397,12 @@ fn im2col<T: Float>(g: &Conv2dGeometry, d: &Dims, x_g: &[T], col: &mut [T], thre
 
 fn im2col_channel<T: Float>(g: &Conv2dGeometry, x_c: &[T], col_c: &mut [T]) {
     let (ow_len, w_len, sw) = (g.out_w, g.in_w, g.stride[1]);
-    let mut rows = col_c.chunks_mut(g.out_h * ow_len);
-    for i in 0..g.kernel_h {
+    let rows = col_c.chunks_mut(g.out_h * ow_len);
+    // One row of the column matrix per tap (i, j); the caller sized the buffer for all taps.
+    for (t, row) in rows.enumerate().take(g.kernel_h * g.kernel_w) {
+        let (i, j) = (t / g.kernel_w, t % g.kernel_w);
         let off_h = tap_offset(i, g.dilation[0], g.pad[0]);
-        for j in 0..g.kernel_w {
-            let row = rows
-                .next()
-                .expect("im2col: column buffer sized by the caller");
+        {
             let off_w = tap_offset(j, g.dilation[1], g.pad[1]);
             let (lo, hi) = valid_range(ow_len, w_len, sw, off_w);
             for (oh, dst) in row.chunks_mut(ow_len).enumerate() {
@@ -447,13 +446,12 @@ fn col2im<T: Float>(g: &Conv2dGeometry, d: &Dims, col: &[T], dx_g: &mut [T], thr
 fn col2im_channel<T: Float>(g: &Conv2dGeometry, col_c: &[T], dx_c: &mut [T]) {
     dx_c.fill(T::zero());
     let (ow_len, w_len, sw) = (g.out_w, g.in_w, g.stride[1]);
-    let mut rows = col_c.chunks(g.out_h * ow_len);
-    for i in 0..g.kernel_h {
+    let rows = col_c.chunks(g.out_h * ow_len);
+    // One row of the column matrix per tap (i, j); the caller sized the buffer for all taps.
+    for (t, row) in rows.enumerate().take(g.kernel_h * g.kernel_w) {
+        let (i, j) = (t / g.kernel_w, t % g.kernel_w);
         let off_h = tap_offset(i, g.dilation[0], g.pad[0]);
-        for j in 0..g.kernel_w {
-            let row = rows
-                .next()
-                .expect("col2im: column buffer sized by the caller");
+        {
             let off_w = tap_offset(j, g.dilation[1], g.pad[1]);
             let (lo, hi) = valid_range(ow_len, w_len, sw, off_w);
             if lo == hi {

@@ -48,7 +48,11 @@ impl CudaContext {
         bias: Option<&CudaTensor>,
     ) -> Result<(CudaTensor, CudaMask)> {
         let (y, mask) = self.conv2d_fwd_fused(g, x, w, bias, true)?;
-        Ok((y, mask.expect("the fused path makes a mask")))
+        let mask = mask.ok_or_else(|| Error::Device {
+            device: "cuda",
+            reason: "conv2d_fwd_relu: the fused kernel returned no mask".into(),
+        })?;
+        Ok((y, mask))
     }
 
     fn conv2d_fwd_fused(
