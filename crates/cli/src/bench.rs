@@ -9,6 +9,7 @@ use crate::common::{self, MethodName};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use smoothgrad_autodiff::Tensor;
+use smoothgrad_autodiff::backend::cpu::conv::{ConvAlgorithm, set_conv_algorithm};
 use smoothgrad_autodiff::backend::cpu::gemm::{MatRef, Threads, matmul};
 use smoothgrad_saliency::{Explainer, IgConfig, Method, NoiseLevel, SaliencyMap, Smoothing, npy};
 use std::io::Write;
@@ -64,6 +65,10 @@ pub struct BenchArgs {
     /// cores.
     #[arg(long, value_enum, default_value_t = Precision::Fp32)]
     precision: Precision,
+    /// Convolution algorithm on the CPU: fastest (Winograd F(4×4,3×3) for 3×3 stride-1
+    /// convolutions, im2col + GEMM otherwise) or im2col (the reference summation order).
+    #[arg(long, value_enum, default_value_t = ConvChoice::Fastest)]
+    conv: ConvChoice,
     /// Write the measurements as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -77,6 +82,12 @@ enum Device {
     Cpu,
     Cuda,
     Wgpu,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ConvChoice {
+    Fastest,
+    Im2col,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -104,6 +115,13 @@ impl<'m> Engine<'m> {
         if args.precision != Precision::Fp32 && args.device != Device::Cuda {
             bail!("--precision tf32 applies to --device cuda only");
         }
+        if args.conv != ConvChoice::Fastest && args.device != Device::Cpu {
+            bail!("--conv applies to --device cpu only");
+        }
+        set_conv_algorithm(match args.conv {
+            ConvChoice::Fastest => ConvAlgorithm::Fastest,
+            ConvChoice::Im2col => ConvAlgorithm::Im2col,
+        });
         match args.device {
             Device::Cpu => Ok((
                 Engine::Cpu(Explainer::new(model).memory_budget(budget)),
@@ -493,6 +511,10 @@ fn json(args: &BenchArgs, model: &smoothgrad_layers::Model<f32>, m: &Measurement
         ("device", json_string(&device)),
         ("device_name", json_string(&m.device)),
         ("precision", json_string(&precision)),
+        (
+            "conv",
+            json_string(&format!("{:?}", args.conv).to_lowercase()),
+        ),
         ("input_dims", dims(model.input_dims())),
         ("output_dims", dims(model.output_dims())),
         ("method", json_string(&args.method.cli_name())),
