@@ -649,22 +649,43 @@ fn sum<T: Float>(a: &[T]) -> T {
     lanes.iter().fold(tail, |s, &v| s + v)
 }
 
+/// Which of a thread's kept buffers a kernel uses (two kernels that nest — the Winograd
+/// weights around its blocks' scratch — use different slots, so both stay cached).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Slot {
+    /// im2col columns, Winograd transform scratch.
+    Work,
+    /// Transformed convolution weights.
+    Weights,
+}
+
 thread_local! {
-    /// Column buffers kept between calls on this thread, at most one per element type.
-    static SCRATCH: RefCell<Vec<Box<dyn Any>>> = const { RefCell::new(Vec::new()) };
+    /// Buffers kept between calls on this thread, at most one per element type and slot.
+    static SCRATCH: RefCell<Vec<(Slot, Box<dyn Any>)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Runs `f` on a buffer of `len` elements (contents unspecified) taken from this thread's
 /// cache. The buffer is out of the cache while `f` runs, so a call nested through rayon work
 /// stealing gets a fresh one instead of a double borrow.
 pub(super) fn with_scratch<T: Float, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
+    with_scratch_in(Slot::Work, len, f)
+}
+
+/// [`with_scratch`] in a given slot.
+pub(super) fn with_scratch_in<T: Float, R>(
+    slot: Slot,
+    len: usize,
+    f: impl FnOnce(&mut [T]) -> R,
+) -> R {
     if len == 0 {
         return f(&mut []);
     }
     let cached = SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
-        let at = s.iter().position(|b| b.is::<Vec<T>>())?;
-        s.swap_remove(at).downcast::<Vec<T>>().ok()
+        let at = s
+            .iter()
+            .position(|(sl, b)| *sl == slot && b.is::<Vec<T>>())?;
+        s.swap_remove(at).1.downcast::<Vec<T>>().ok()
     });
     let mut buf: Vec<T> = cached.map(|b| *b).unwrap_or_default();
     if buf.len() < len {
@@ -673,11 +694,15 @@ pub(super) fn with_scratch<T: Float, R>(len: usize, f: impl FnOnce(&mut [T]) -> 
     let result = f(&mut buf[..len]);
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
-        match s.iter_mut().find_map(|b| b.downcast_mut::<Vec<T>>()) {
+        let kept = s
+            .iter_mut()
+            .filter(|(sl, _)| *sl == slot)
+            .find_map(|(_, b)| b.downcast_mut::<Vec<T>>());
+        match kept {
             // A nested call returned one meanwhile: keep the larger.
             Some(other) if other.len() >= buf.len() => {}
             Some(other) => *other = buf,
-            None => s.push(Box::new(buf)),
+            None => s.push((slot, Box::new(buf))),
         }
     });
     result

@@ -21,7 +21,7 @@
 //! `winograd_f32_error_is_small`); im2col's own f32 error is ≈ 1e-7. Only f32 uses this path
 //! (the f64 reference path stays exact-order im2col).
 
-use super::conv::with_scratch;
+use super::conv::{Slot, with_scratch, with_scratch_in};
 use super::gemm::{MatRef, Threads, matmul};
 use super::simd::multiversion;
 use crate::element::Float;
@@ -82,7 +82,6 @@ pub(super) fn conv3x3_fwd<T: Float>(
     out: &mut [T],
 ) {
     let (k, c) = (g.out_channels, g.in_channels);
-    let u = transform_weights(w, k, c, false);
     let p = Problem {
         batch: g.batch,
         c,
@@ -94,7 +93,10 @@ pub(super) fn conv3x3_fwd<T: Float>(
         pad_t: g.pad[0] as isize,
         pad_l: g.pad[1] as isize,
     };
-    run(&p, x, &u, bias, out);
+    with_scratch_in(Slot::Weights, k * XI * c, |u: &mut [T]| {
+        transform_weights(w, k, c, false, u);
+        run(&p, x, u, bias, out);
+    });
 }
 
 /// dx[N,C,H,W] from dy[N,K,OH,OW] for a 3×3 stride-1 convolution. `dx` is overwritten.
@@ -103,7 +105,6 @@ pub(super) fn conv3x3_fwd<T: Float>(
 /// convolution of dy with w'[c][k][a][b] = w[k][c][2−a][2−b] and padding 2 − pt, 2 − pl.
 pub(super) fn conv3x3_bwd_input<T: Float>(g: &Conv2dGeometry, dy: &[T], w: &[T], dx: &mut [T]) {
     let (k, c) = (g.out_channels, g.in_channels);
-    let u = transform_weights(w, k, c, true);
     let p = Problem {
         batch: g.batch,
         c: k,
@@ -115,7 +116,10 @@ pub(super) fn conv3x3_bwd_input<T: Float>(g: &Conv2dGeometry, dy: &[T], w: &[T],
         pad_t: 2 - g.pad[0] as isize,
         pad_l: 2 - g.pad[1] as isize,
     };
-    run(&p, dy, &u, None, dx);
+    with_scratch_in(Slot::Weights, k * XI * c, |u: &mut [T]| {
+        transform_weights(w, k, c, true, u);
+        run(&p, dy, u, None, dx);
+    });
 }
 
 /// One stride-1 3×3 convolution as the Winograd kernel sees it.
@@ -137,9 +141,8 @@ struct Problem {
 /// U[k][ξ][c] = (G g Gᵀ)[ξ] for each kernel g = w[k][c]; with `flip`, U[c][ξ][k] for the
 /// flipped and transposed kernel w'[c][k] = w[k][c] rotated 180°. Row r of the GEMM operand
 /// for ξ is then at `r·36·cols + ξ·cols` (see `block`).
-fn transform_weights<T: Float>(w: &[T], k: usize, c: usize, flip: bool) -> Vec<T> {
-    let (rows, cols) = if flip { (c, k) } else { (k, c) };
-    let mut u = vec![T::zero(); rows * XI * cols];
+fn transform_weights<T: Float>(w: &[T], k: usize, c: usize, flip: bool, u: &mut [T]) {
+    let cols = if flip { k } else { c };
     u.par_chunks_mut(XI * cols)
         .enumerate()
         .for_each(|(row, u_row)| {
@@ -164,7 +167,6 @@ fn transform_weights<T: Float>(w: &[T], k: usize, c: usize, flip: bool) -> Vec<T
                 }
             }
         });
-    u
 }
 
 /// G · g for one 3-vector.
