@@ -233,11 +233,10 @@ impl ShapesConfig {
                 image[k * s * s + i] = (v.clamp(0.0, 1.0) * 255.0).round() / 255.0;
             }
         }
-        Sample {
-            image: Tensor::from_vec(image, &[3, s, s]).expect("3·size² values"),
-            mask,
-            label,
-        }
+        // justified: `image` was allocated above with exactly 3·s·s values.
+        #[allow(clippy::expect_used)]
+        let image = Tensor::from_vec(image, &[3, s, s]).expect("3·size² values");
+        Sample { image, mask, label }
     }
 
     /// Samples `indices` of the stream `seed`, generated in parallel and stacked.
@@ -255,8 +254,11 @@ impl ShapesConfig {
             masks.push(sample.mask);
         }
         let n = labels.len();
+        // justified: every sample holds 3·s·s values, so n samples fill [n, 3, s, s].
+        #[allow(clippy::expect_used)]
+        let images = Tensor::from_vec(images, &[n, 3, s, s]).expect("stacked samples");
         Batch {
-            images: Tensor::from_vec(images, &[n, 3, s, s]).expect("stacked samples"),
+            images,
             labels,
             masks,
         }
