@@ -405,10 +405,13 @@ pub fn save_examples(
             }])
         });
         let mask_path = dir.join(format!("{stem}-mask.png"));
-        mask.save(&mask_path).map_err(|e| SaliencyError::Image {
-            path: mask_path.clone(),
-            reason: format!("cannot encode PNG: {e}"),
-        })?;
+        let mut png = Vec::new();
+        mask.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .map_err(|e| SaliencyError::Image {
+                path: mask_path.clone(),
+                reason: format!("cannot encode PNG: {e}"),
+            })?;
+        crate::npy::write_atomically(&mask_path, |w| std::io::Write::write_all(w, &png))?;
         paths.push(path);
     }
     Ok(paths)
