@@ -102,8 +102,18 @@ impl Limits {
         }
         let flops = model.flops_per_sample();
         let per_pass = flops.forward.saturating_add(flops.input_backward);
-        // The passes fit in u128 exactly (both factors are at most usize::MAX).
+        // The passes fit in u128 exactly (both factors are at most usize::MAX); a count of
+        // passes the explainer could not even index is refused whatever the work limit says.
         let passes = (copies as u128) * (points as u128);
+        if usize::try_from(passes).is_err() {
+            return Err(SaliencyError::LimitExceeded {
+                limit: Limit::Work,
+                message: format!(
+                    "{copies} copies × {points} Integrated Gradients points is more passes than \
+                     this machine can count"
+                ),
+            });
+        }
         let work = (per_pass as u128)
             .saturating_mul(passes)
             .saturating_add(flops.forward as u128);
@@ -314,5 +324,28 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(l, Limit::Work);
+        // Even a model that costs nothing per pass cannot ask for more passes than a usize.
+        let free = Model::<f32>::new(
+            "free",
+            &[1, 2, 2],
+            vec![Node {
+                name: "flat".into(),
+                layer: Layer::Flatten { start_dim: 1 },
+                inputs: vec![0],
+            }],
+            1,
+        )
+        .unwrap();
+        let unlimited = Limits {
+            max_work_flops: u64::MAX,
+            ..huge
+        };
+        match unlimited.check(&free, usize::MAX, Some(2)) {
+            Err(SaliencyError::LimitExceeded { limit, message }) => {
+                assert_eq!(limit, Limit::Work);
+                assert!(message.contains("more passes than"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
