@@ -610,10 +610,8 @@ fn explain_one(
             let image = drawing.draw(&map.attribution, &picture)?;
             let dims = map.attribution.dims();
             let side = dims[dims.len() - 2].max(dims[dims.len() - 1]);
-            Some(visualize::upscale_nearest(
-                &image,
-                args.scale.unwrap_or_else(|| common::auto_scale(side)),
-            ))
+            let scale = args.scale.unwrap_or_else(|| common::auto_scale(side));
+            Some(visualize::upscale_nearest(&image, scale)?)
         }
         None => None,
     };

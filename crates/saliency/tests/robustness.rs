@@ -19,12 +19,8 @@ fn linear(name: &str, weight: Vec<f32>, rows: usize, cols: usize, input: usize) 
     }
 }
 
-/// Input [1, 1, 2] → flatten → fc1 (diag(1e20, 1)) → ReLU → fc2 (diag(1e20, 1)).
-///
-/// For inputs near 1e-30 every value of the forward is finite (at most ~1e9), but the gradient
-/// of logit 0 with respect to x₀ is 1e20 · 1e20 = 1e40 > f32::MAX wherever x₀ > 0 (ReLU open):
-/// the fault appears only in the backward, and only for some noisy copies.
-fn backward_overflow_model() -> Model<f32> {
+/// Input [1, 1, 2] → flatten → fc1 (diag(1e20, 1)) → ReLU → fc2 (diag(`w2`, 1)).
+fn relu_model(name: &str, w2: f32) -> Model<f32> {
     let nodes = vec![
         Node {
             name: "flat".into(),
@@ -37,9 +33,18 @@ fn backward_overflow_model() -> Model<f32> {
             layer: Layer::Relu,
             inputs: vec![2],
         },
-        linear("fc2", vec![1e20, 0.0, 0.0, 1.0], 2, 2, 3),
+        linear("fc2", vec![w2, 0.0, 0.0, 1.0], 2, 2, 3),
     ];
-    Model::new("backward-overflow", &[1, 1, 2], nodes, 4).unwrap()
+    Model::new(name, &[1, 1, 2], nodes, 4).unwrap()
+}
+
+/// [`relu_model`] with `w2` = 1e20.
+///
+/// For inputs near 1e-30 every value of the forward is finite (at most ~1e9), but the gradient
+/// of logit 0 with respect to x₀ is 1e20 · 1e20 = 1e40 > f32::MAX wherever x₀ > 0 (ReLU open):
+/// the fault appears only in the backward, and only for some noisy copies.
+fn backward_overflow_model() -> Model<f32> {
+    relu_model("backward-overflow", 1e20)
 }
 
 fn tiny_input() -> Tensor<f32> {
@@ -140,21 +145,7 @@ fn a_gradient_that_overflows_only_in_the_backward_is_an_error_naming_the_copy() 
 fn squares_that_overflow_matter_only_to_the_aggregates_that_read_them() {
     // fc2 scaled down so the gradient is 1e20 · 1e-1 = 1e19: finite, but its square (1e38 · n)
     // overflows the sum of squares. SmoothGrad (the mean) is fine; SmoothGrad² is not.
-    let nodes = vec![
-        Node {
-            name: "flat".into(),
-            layer: Layer::Flatten { start_dim: 1 },
-            inputs: vec![0],
-        },
-        linear("fc1", vec![1e20, 0.0, 0.0, 1.0], 2, 2, 1),
-        Node {
-            name: "relu".into(),
-            layer: Layer::Relu,
-            inputs: vec![2],
-        },
-        linear("fc2", vec![1e-1, 0.0, 0.0, 1.0], 2, 2, 3),
-    ];
-    let model = Model::new("square-overflow", &[1, 1, 2], nodes, 4).unwrap();
+    let model = relu_model("square-overflow", 1e-1);
     let x = tiny_input();
     let explainer = Explainer::new(&model);
     let mean = explainer
