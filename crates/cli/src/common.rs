@@ -1,7 +1,8 @@
 //! What `explain` and `demo` share: the method names, the model loader, the prediction table
 //! and the picture of a map.
 
-use anyhow::{Context, Result, bail};
+use crate::exit::{bad_input, usage};
+use anyhow::{Context, Result};
 use clap::ValueEnum;
 use image::RgbImage;
 use smoothgrad_autodiff::Tensor;
@@ -107,26 +108,32 @@ pub fn load_model(model: &Path, arch: Option<&Path>) -> Result<Model<f32>> {
     let loaded = match (extension.as_deref(), arch) {
         (Some("onnx"), None) => smoothgrad_layers::onnx::load_onnx_model(model)?,
         (Some("onnx"), Some(_)) => {
-            bail!("--arch is for .safetensors models; an .onnx model describes its own layers")
+            return Err(usage(
+                "--arch is for .safetensors models; an .onnx model describes its own layers",
+            ));
         }
         (Some("safetensors"), Some(arch)) => {
             smoothgrad_layers::load_safetensors_model(model, arch)?
         }
-        (Some("safetensors"), None) => bail!(
-            "{}: a .safetensors model needs its architecture: add --arch MODEL.json",
-            model.display()
-        ),
-        _ => bail!(
-            "{}: cannot tell the model format; give an .onnx file, or a .safetensors file with --arch",
-            model.display()
-        ),
+        (Some("safetensors"), None) => {
+            return Err(usage(format!(
+                "{}: a .safetensors model needs its architecture: add --arch MODEL.json",
+                model.display()
+            )));
+        }
+        _ => {
+            return Err(bad_input(format!(
+                "{}: cannot tell the model format; give an .onnx file, or a .safetensors file with --arch",
+                model.display()
+            )));
+        }
     };
     let dims = loaded.input_dims();
     if dims.len() != 3 {
-        bail!(
+        return Err(bad_input(format!(
             "{}: the model takes inputs of shape {dims:?}; only image models [C, H, W] are explained",
             model.display()
-        );
+        )));
     }
     Ok(loaded)
 }

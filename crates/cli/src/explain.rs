@@ -1,6 +1,7 @@
 //! `smoothgrad explain`: attribution maps for one input or many.
 
 use crate::common::{self, Drawing, IgRuleName, MethodName, Recipe};
+use crate::exit::{bad_input, usage};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -8,12 +9,15 @@ use smoothgrad_autodiff::Tensor;
 use smoothgrad_layers::Model;
 use smoothgrad_saliency::image_io::{self, ImageOptions};
 use smoothgrad_saliency::visualize::{self, Colormap};
-use smoothgrad_saliency::{Explainer, IgConfig, NoiseLevel, Output, Smoothing, npy};
+use smoothgrad_saliency::{Explainer, IgConfig, Limits, NoiseLevel, Output, Smoothing, npy};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("source").required(true).args(["input", "image"])))]
+#[command(
+    group(clap::ArgGroup::new("source").required(true).args(["input", "image"])),
+    after_help = crate::exit::EXIT_STATUS_HELP
+)]
 pub struct ExplainArgs {
     /// The model: an .onnx file, or a .safetensors file (with --arch).
     #[arg(long, value_name = "FILE")]
@@ -82,6 +86,20 @@ pub struct ExplainArgs {
     /// Working memory for one chunk of noisy copies, in MiB [default: 128].
     #[arg(long, value_name = "MB")]
     memory_budget: Option<usize>,
+    /// Refuse more noisy copies than this (exit status 5) [default: 10000].
+    #[arg(long, value_name = "N")]
+    max_samples: Option<usize>,
+    /// Refuse more Integrated Gradients steps than this (exit status 5) [default: 10000].
+    #[arg(long, value_name = "N")]
+    max_ig_steps: Option<usize>,
+    /// Refuse an explanation needing more work than this, in GFLOP: the model's FLOPs per
+    /// forward and backward × copies × IG steps (exit status 5) [default: 10000].
+    #[arg(long, value_name = "GFLOP", value_parser = parse_gflop)]
+    max_work: Option<u64>,
+    /// Refuse a model whose single copy needs more working memory than this, in MiB; chunks of
+    /// copies never exceed it either (exit status 5) [default: 4096].
+    #[arg(long, value_name = "MB")]
+    max_memory: Option<u64>,
     /// Write the attribution [C, H, W] as float32 .npy (one input only).
     #[arg(long, value_name = "FILE", conflicts_with = "out_dir")]
     npy: Option<PathBuf>,
@@ -91,6 +109,10 @@ pub struct ExplainArgs {
     /// Write NAME.npy and NAME.png for every input (NAME: its file stem) into this directory.
     #[arg(long, value_name = "DIR")]
     out_dir: Option<PathBuf>,
+    /// Skip inputs whose outputs in --out-dir all exist already (outputs are written atomically,
+    /// so an existing one is complete): finishes an interrupted batch run.
+    #[arg(long)]
+    resume: bool,
     /// Draw the map over the input picture.
     #[arg(long)]
     overlay: bool,
@@ -181,6 +203,19 @@ impl<'m> Engine<'m> {
     }
 }
 
+impl Engine<'_> {
+    /// The engine with `limits` on what one explanation may cost.
+    fn with_limits(self, limits: Limits) -> Self {
+        match self {
+            Engine::Cpu(e) => Engine::Cpu(e.limits(limits)),
+            #[cfg(feature = "wgpu")]
+            Engine::Wgpu(e) => Engine::Wgpu(Box::new(e.limits(limits))),
+            #[cfg(feature = "cuda")]
+            Engine::Cuda(e) => Engine::Cuda(Box::new(e.limits(limits))),
+        }
+    }
+}
+
 /// One input to explain.
 struct Item {
     /// As named in messages.
@@ -194,6 +229,16 @@ struct Item {
 struct Outputs {
     npy: Option<PathBuf>,
     png: Option<PathBuf>,
+}
+
+impl Outputs {
+    /// Whether every output exists under its final name: written atomically, so complete.
+    fn all_exist(&self) -> bool {
+        [&self.npy, &self.png]
+            .into_iter()
+            .flatten()
+            .all(|p| p.is_file())
+    }
 }
 
 pub fn run(args: &ExplainArgs) -> Result<()> {
@@ -215,45 +260,62 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
             name.unwrap_or_default()
         );
     }
+    if args.resume && args.out_dir.is_none() {
+        return Err(usage(
+            "--resume needs --out-dir DIR: it skips inputs whose outputs are already there",
+        ));
+    }
     let mut recipe = recipe(args)?;
+    let limits = limits(args)?;
     let items = collect_inputs(args)?;
     if args.out_dir.is_none() && items.len() > 1 && (args.npy.is_some() || args.png.is_some()) {
-        bail!(
+        return Err(usage(format!(
             "{} inputs were given: use --out-dir DIR to write one .npy and .png per input",
             items.len()
-        );
+        )));
     }
+    check_output_paths(args)?;
     let model = common::load_model(&args.model, args.arch.as_deref())?;
     if let (Some(path), Some(s)) = (&args.noise, recipe.smoothing.as_mut()) {
         let noise = npy::read_npy(path)?;
-        let dims = noise.dims().to_vec();
-        if dims.len() != 4 {
-            bail!(
-                "{}: noise has shape {dims:?}; it must be [N, C, H, W] standard normal draws",
-                path.display()
-            );
-        }
+        let draws = match noise.dims() {
+            &[n, _, _, _] => n,
+            dims => {
+                return Err(bad_input(format!(
+                    "{}: noise has shape {dims:?}; it must be [N, C, H, W] standard normal draws",
+                    path.display()
+                )));
+            }
+        };
         match args.samples {
-            Some(n) if n != dims[0] => bail!(
-                "{}: holds {} noise draws but --samples is {n}",
-                path.display(),
-                dims[0]
-            ),
-            _ => s.samples = dims[0],
+            Some(n) if n != draws => {
+                return Err(usage(format!(
+                    "{}: holds {draws} noise draws but --samples is {n}",
+                    path.display()
+                )));
+            }
+            _ => s.samples = draws,
         }
         s.given_noise = Some(noise);
     }
+    // The whole request against the limits, before any input is read or buffer allocated.
+    let ig_steps = match &recipe.method {
+        smoothgrad_saliency::Method::IntegratedGradients(c) => Some(c.steps),
+        _ => None,
+    };
+    let copies = recipe.smoothing.as_ref().map_or(1, |s| s.samples);
+    limits.check(&model, copies, ig_steps)?;
     let budget = match args.memory_budget {
         Some(mb) => mb
             .checked_mul(1 << 20)
-            .context("--memory-budget is too large")?,
+            .ok_or_else(|| usage(format!("--memory-budget {mb} MiB is too large")))?,
         None => smoothgrad_saliency::DEFAULT_MEMORY_BUDGET,
     };
     let output = match args.output {
         OutputName::Logit => Output::Logit,
         OutputName::Probability => Output::Probability,
     };
-    let explainer = Engine::new(args.device, &model, budget, output)?;
+    let explainer = Engine::new(args.device, &model, budget, output)?.with_limits(limits);
     let drawing = Drawing::new(args.diverging, args.overlay, args.colormap);
     let description = recipe.describe(&method_label(args));
 
@@ -267,14 +329,110 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
     } else {
         ProgressBar::hidden()
     };
+    if args.resume {
+        remove_stale_temporaries(args, &items)?;
+    }
+    let mut skipped = 0;
     for item in &items {
         bar.set_message(item.stem.clone());
         let outputs = outputs_for(args, item);
+        if args.resume && outputs.all_exist() {
+            skipped += 1;
+            bar.inc(1);
+            continue;
+        }
         let report = explain_one(&explainer, &model, args, &recipe, drawing, item, &outputs)?;
         bar.suspend(|| print!("{}: {description}\n{report}", item.path.display()));
         bar.inc(1);
     }
     bar.finish_and_clear();
+    if args.resume {
+        println!(
+            "resume: skipped {skipped} of {} inputs whose outputs already exist",
+            items.len()
+        );
+    }
+    Ok(())
+}
+
+/// The limits the flags ask for.
+fn limits(args: &ExplainArgs) -> Result<Limits> {
+    let defaults = Limits::default();
+    let max_memory_bytes = match args.max_memory {
+        Some(mb) => mb
+            .checked_mul(1 << 20)
+            .ok_or_else(|| usage(format!("--max-memory {mb} MiB is too large")))?,
+        None => defaults.max_memory_bytes,
+    };
+    Ok(Limits {
+        max_copies: args.max_samples.unwrap_or(defaults.max_copies),
+        max_ig_steps: args.max_ig_steps.unwrap_or(defaults.max_ig_steps),
+        max_work_flops: args.max_work.unwrap_or(defaults.max_work_flops),
+        max_memory_bytes,
+    })
+}
+
+/// Output paths that cannot be written are refused before any work: a directory named as a
+/// file, a file in a directory that does not exist, an --out-dir that is a file.
+fn check_output_paths(args: &ExplainArgs) -> Result<()> {
+    for (flag, path) in [("--npy", &args.npy), ("--png", &args.png)] {
+        let Some(path) = path else { continue };
+        if path.is_dir() {
+            bail!(
+                "cannot write {} ({flag}): it is a directory",
+                path.display()
+            );
+        }
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        if !parent.is_dir() {
+            bail!(
+                "cannot write {} ({flag}): {} is not a directory",
+                path.display(),
+                parent.display()
+            );
+        }
+    }
+    if let Some(dir) = &args.out_dir
+        && dir.exists()
+        && !dir.is_dir()
+    {
+        bail!(
+            "cannot write into {} (--out-dir): it is not a directory",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Removes the temporary files a killed run left for this run's outputs (`.NAME.XXXXXX.tmp`,
+/// as `npy::write_atomically` names them); nothing else in the directory is touched.
+fn remove_stale_temporaries(args: &ExplainArgs, items: &[Item]) -> Result<()> {
+    let Some(dir) = &args.out_dir else {
+        return Ok(());
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    let prefixes: Vec<String> = items
+        .iter()
+        .flat_map(|item| {
+            let o = outputs_for(args, item);
+            [o.npy, o.png]
+        })
+        .flatten()
+        .filter_map(|p| p.file_name().map(|n| format!(".{}.", n.to_string_lossy())))
+        .collect();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ours = name.ends_with(".tmp") && prefixes.iter().any(|p| name.starts_with(p));
+        if ours && entry.path().is_file() {
+            std::fs::remove_file(entry.path())
+                .with_context(|| format!("cannot remove the stale {}", entry.path().display()))?;
+        }
+    }
     Ok(())
 }
 
@@ -297,7 +455,9 @@ fn recipe(args: &ExplainArgs) -> Result<Recipe> {
     if let Some(flag) = ig_flag
         && args.method != MethodName::IntegratedGradients
     {
-        bail!("{flag} only applies to --method integrated-gradients");
+        return Err(usage(format!(
+            "{flag} only applies to --method integrated-gradients"
+        )));
     }
     let (method, aggregate) = args.method.base(&ig);
     let aggregate = aggregate.or(args.smooth.then_some(smoothgrad_saliency::Aggregate::Mean));
@@ -310,9 +470,9 @@ fn recipe(args: &ExplainArgs) -> Result<Recipe> {
             args.noise.as_ref().map(|_| "--noise"),
         ];
         if let Some(flag) = given.into_iter().flatten().next() {
-            bail!(
+            return Err(usage(format!(
                 "{flag} only applies to smoothed methods (smoothgrad, smoothgrad-sq, vargrad, or any method with --smooth)"
-            );
+            )));
         }
         return Ok(Recipe {
             method,
@@ -368,10 +528,10 @@ fn collect_inputs(args: &ExplainArgs) -> Result<Vec<Item>> {
                 .filter(|p| p.is_file() && image_io::is_image_file(p))
                 .collect();
             if found.is_empty() {
-                bail!(
+                return Err(bad_input(format!(
                     "{}: no .png, .jpg or .jpeg images in this directory",
                     path.display()
-                );
+                )));
             }
             found.sort();
             items.extend(found.into_iter().map(|p| Item {
@@ -391,12 +551,12 @@ fn collect_inputs(args: &ExplainArgs) -> Result<Vec<Item>> {
         let mut seen: HashMap<&str, &Path> = HashMap::new();
         for item in &items {
             if let Some(first) = seen.insert(&item.stem, &item.path) {
-                bail!(
+                return Err(usage(format!(
                     "{} and {} would both write {}.npy/.png into the output directory",
                     first.display(),
                     item.path.display(),
                     item.stem
-                );
+                )));
             }
         }
     }
@@ -472,10 +632,8 @@ fn explain_one(
             let image = drawing.draw(&map.attribution, &picture)?;
             let dims = map.attribution.dims();
             let side = dims[dims.len() - 2].max(dims[dims.len() - 1]);
-            Some(visualize::upscale_nearest(
-                &image,
-                args.scale.unwrap_or_else(|| common::auto_scale(side)),
-            ))
+            let scale = args.scale.unwrap_or_else(|| common::auto_scale(side));
+            Some(visualize::upscale_nearest(&image, scale)?)
         }
         None => None,
     };
@@ -503,6 +661,14 @@ fn explain_one(
     Ok(text)
 }
 
+/// Parses `--max-work` (GFLOP, a positive number) into FLOP.
+fn parse_gflop(s: &str) -> std::result::Result<u64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(g) if g.is_finite() && g > 0.0 => Ok((g * 1e9).min(u64::MAX as f64) as u64),
+        _ => Err(format!("expected a positive number of GFLOP, got {s:?}")),
+    }
+}
+
 /// Parses `H,W`.
 fn parse_size(s: &str) -> std::result::Result<[usize; 2], String> {
     let parts: Vec<&str> = s.split(',').map(str::trim).collect();
@@ -528,6 +694,15 @@ mod tests {
         assert_eq!(parse_size(" 32 , 32 ").unwrap(), [32, 32]);
         for bad in ["32", "0,32", "a,b", "1,2,3", "-1,4"] {
             assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn work_limits_parse_in_gflop() {
+        assert_eq!(parse_gflop("2.5").unwrap(), 2_500_000_000);
+        assert_eq!(parse_gflop("1e30").unwrap(), u64::MAX);
+        for bad in ["0", "-1", "nan", "inf", "lots"] {
+            assert!(parse_gflop(bad).is_err(), "{bad}");
         }
     }
 }

@@ -6,12 +6,15 @@
 //! smoothgrad train --out shapes-cnn.safetensors && smoothgrad evaluate --model shapes-cnn.safetensors
 //! ```
 //!
-//! Every error ends the program with a non-zero status and one line on stderr saying why;
-//! every output file is written atomically (temporary file, then rename).
+//! Every error ends the program with one line on stderr saying why and a status that says what
+//! kind of failure it was (see [`exit::Status`]: 2 usage, 3 bad input file, 4 numerical fault,
+//! 5 limit exceeded, 1 anything else); every output file is written atomically (temporary file,
+//! then rename).
 
 mod bench;
 mod common;
 mod demo;
+mod exit;
 mod explain;
 mod quality;
 
@@ -20,7 +23,13 @@ use std::process::ExitCode;
 
 /// Explain image classifiers with SmoothGrad, from scratch.
 #[derive(Debug, Parser)]
-#[command(name = "smoothgrad", version, about, max_term_width = 100)]
+#[command(
+    name = "smoothgrad",
+    version,
+    about,
+    max_term_width = 100,
+    after_help = exit::EXIT_STATUS_HELP
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -59,8 +68,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // `{:#}` joins the chain of causes with ": " on one line.
-            eprintln!("error: {}", one_line(&format!("{e:#}")));
-            ExitCode::FAILURE
+            let mut line = one_line(&format!("{e:#}"));
+            if let Some(flag) = exit::limit_hint(&e) {
+                line.push_str(&format!("; raise it with {flag}"));
+            }
+            eprintln!("error: {line}");
+            exit::status_of(&e).code()
         }
     }
 }
@@ -86,7 +99,7 @@ fn usage_error(e: clap::Error) -> ExitCode {
             let line = kept.join(" ");
             let line = line.strip_prefix("error: ").unwrap_or(&line);
             eprintln!("error: {line} (see smoothgrad --help)");
-            ExitCode::from(2)
+            exit::Status::Usage.code()
         }
     }
 }

@@ -4,11 +4,13 @@
 use anyhow::{Context, Result};
 use clap::Args;
 use smoothgrad_layers::load_safetensors_model;
-use smoothgrad_layers::train::save_model;
+use smoothgrad_layers::train::{arch_json, safetensors_bytes};
 use smoothgrad_saliency::dataset::{
     ShapesConfig, TEST_SEED, TrainConfig, save_examples, train_shapes_cnn,
 };
 use smoothgrad_saliency::evaluate::{EvalConfig, run_evaluation};
+use smoothgrad_saliency::npy::write_atomically;
+use std::io::Write;
 use std::path::PathBuf;
 
 /// Options of `smoothgrad dataset`.
@@ -106,8 +108,14 @@ pub fn run_train(args: &TrainArgs) -> Result<()> {
     })
     .context("training failed")?;
     let arch = args.out.with_extension("arch.json");
-    save_model(&model, &args.out, &arch)
+    // Both files are encoded first and each written atomically: an interrupted save leaves
+    // the previous files or complete new ones, never half a file.
+    let weights = safetensors_bytes(&model)
         .with_context(|| format!("cannot save the model to {}", args.out.display()))?;
+    let layers = arch_json(&model)
+        .with_context(|| format!("cannot save the model to {}", arch.display()))?;
+    write_atomically(&args.out, |w| w.write_all(&weights))?;
+    write_atomically(&arch, |w| w.write_all(layers.as_bytes()))?;
     println!(
         "test accuracy {:.2}% after {} steps in {:.1} s; wrote {} and {}",
         100.0 * report.test_accuracy,

@@ -21,6 +21,7 @@
 
 use crate::error::{Result, SaliencyError};
 use crate::explain::{DEFAULT_MEMORY_BUDGET, SaliencyMap};
+use crate::limits::Limits;
 use crate::method::{Method, Output, Smoothing};
 use smoothgrad_autodiff::backend::cuda::{
     CudaBatchNorm, CudaContext, CudaIndices, CudaMask, CudaTensor, Math,
@@ -73,6 +74,7 @@ pub struct CudaExplainer<'m> {
     /// For each node, whether a ReLU alone reads its (convolution) output: the pair runs fused.
     fuse_relu: Vec<bool>,
     memory_budget: usize,
+    limits: Limits,
     output: Output,
 }
 
@@ -157,8 +159,15 @@ impl<'m> CudaExplainer<'m> {
             readers,
             fuse_relu,
             memory_budget: DEFAULT_MEMORY_BUDGET,
+            limits: Limits::default(),
             output: Output::Logit,
         })
+    }
+
+    /// Sets what one explanation may cost (see [`Explainer::limits`](crate::Explainer::limits)).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Sets the working memory for one chunk of copies, in bytes (at least one copy runs).
@@ -190,12 +199,7 @@ impl<'m> CudaExplainer<'m> {
         let xg = self.ctx.upload(&x)?;
         let (out, _) = self.forward(xg, false)?;
         let v = self.ctx.download(&out)?.into_vec();
-        if let Some(i) = v.iter().position(|v| !v.is_finite()) {
-            return Err(SaliencyError::NonFinite {
-                what: "logit",
-                index: i,
-            });
-        }
+        crate::explain::ensure_finite(&v, || "logits".to_string())?;
         Ok(v)
     }
 
@@ -233,6 +237,8 @@ impl<'m> CudaExplainer<'m> {
                 self.model.output_dims()
             )));
         }
+        let (n, sigma, source, aggregate) = crate::explain::noise_plan(&x, smoothing)?;
+        self.limits.check(self.model, n, None)?;
         let logits = self.logits(&x)?;
         let classes = logits.len();
         let target = match target {
@@ -245,7 +251,6 @@ impl<'m> CudaExplainer<'m> {
             Some(t) => t,
             None => (0..classes).fold(0, |best, i| if logits[i] > logits[best] { i } else { best }),
         };
-        let (n, sigma, source, aggregate) = crate::explain::noise_plan(&x, smoothing)?;
         let chunk = self.chunk_size(n)?;
         let xg = self.ctx.upload(&x)?;
         let e = x.numel();
@@ -315,12 +320,17 @@ impl<'m> CudaExplainer<'m> {
         for (k, node) in nodes.iter().enumerate() {
             if k > 0 && self.fuse_relu[k - 1] {
                 // The ReLU of the convolution before: its output and mask are already made.
+                // justified: `fuse_relu[k - 1]` means node k - 1 took the fused path, which sets it.
+                #[allow(clippy::expect_used)]
                 let mask = fused_mask
                     .take()
                     .expect("the fused convolution made the mask");
                 saved.push(if save { Saved::Mask(mask) } else { Saved::None });
                 continue;
             }
+            // justified: nodes read only earlier values (`Model::new`), which are kept until
+            // their last reader has run.
+            #[allow(clippy::expect_used)]
             fn x<'v>(
                 values: &'v [Option<CudaTensor>],
                 inputs: &[usize],
@@ -398,6 +408,8 @@ impl<'m> CudaExplainer<'m> {
                     // A view: moved out at its last read, copied before.
                     let v = node.inputs[0];
                     left[v] -= 1;
+                    // justified: as for `x` above, the value is kept until its last reader.
+                    #[allow(clippy::expect_used)]
                     let y = if left[v] == 0 {
                         values[v].take().expect("present")
                     } else {
@@ -419,6 +431,8 @@ impl<'m> CudaExplainer<'m> {
             values[k + 1] = Some(y.reshape(&dims_of(k + 1))?);
             saved.push(if save { s } else { Saved::None });
         }
+        // justified: the output value has one extra reader, so the loop never releases it.
+        #[allow(clippy::expect_used)]
         let out = values[self.model.output_index()]
             .take()
             .expect("the output value is computed");

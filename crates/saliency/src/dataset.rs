@@ -233,11 +233,10 @@ impl ShapesConfig {
                 image[k * s * s + i] = (v.clamp(0.0, 1.0) * 255.0).round() / 255.0;
             }
         }
-        Sample {
-            image: Tensor::from_vec(image, &[3, s, s]).expect("3·size² values"),
-            mask,
-            label,
-        }
+        // justified: `image` was allocated above with exactly 3·s·s values.
+        #[allow(clippy::expect_used)]
+        let image = Tensor::from_vec(image, &[3, s, s]).expect("3·size² values");
+        Sample { image, mask, label }
     }
 
     /// Samples `indices` of the stream `seed`, generated in parallel and stacked.
@@ -255,8 +254,11 @@ impl ShapesConfig {
             masks.push(sample.mask);
         }
         let n = labels.len();
+        // justified: every sample holds 3·s·s values, so n samples fill [n, 3, s, s].
+        #[allow(clippy::expect_used)]
+        let images = Tensor::from_vec(images, &[n, 3, s, s]).expect("stacked samples");
         Batch {
-            images: Tensor::from_vec(images, &[n, 3, s, s]).expect("stacked samples"),
+            images,
             labels,
             masks,
         }
@@ -403,10 +405,13 @@ pub fn save_examples(
             }])
         });
         let mask_path = dir.join(format!("{stem}-mask.png"));
-        mask.save(&mask_path).map_err(|e| SaliencyError::Image {
-            path: mask_path.clone(),
-            reason: format!("cannot encode PNG: {e}"),
-        })?;
+        let mut png = Vec::new();
+        mask.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .map_err(|e| SaliencyError::Image {
+                path: mask_path.clone(),
+                reason: format!("cannot encode PNG: {e}"),
+            })?;
+        crate::npy::write_atomically(&mask_path, |w| std::io::Write::write_all(w, &png))?;
         paths.push(path);
     }
     Ok(paths)

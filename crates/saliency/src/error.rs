@@ -15,9 +15,23 @@ pub enum SaliencyError {
         option: &'static str,
         reason: String,
     },
-    /// The model produced a non-finite value.
-    #[error("the model produced a non-finite {what} (first at element {index})")]
-    NonFinite { what: &'static str, index: usize },
+    /// A value that is not a finite number (NaN or ±Inf) where the explanation needs one:
+    /// `what` says which tensor and at which stage of the method (`"input gradient of copy
+    /// 17"`), `index` is the first bad element of that tensor (row-major) and `value` its value.
+    /// No map holding such a value is ever returned.
+    #[error("non-finite value ({value}) in the {what}, first at element {index}")]
+    NonFinite {
+        what: String,
+        index: usize,
+        value: f64,
+    },
+    /// The request exceeds one of the explainer's [`Limits`](crate::Limits); it was refused
+    /// before anything was allocated. `message` gives the numbers.
+    #[error("{message} (Limits::{})", .limit.field())]
+    LimitExceeded {
+        limit: crate::limits::Limit,
+        message: String,
+    },
     /// An error from the model.
     #[error(transparent)]
     Model(#[from] smoothgrad_layers::LayersError),

@@ -1,7 +1,10 @@
 //! The engine: one batched forward and one backward per chunk of noisy copies, input gradients
 //! only, with the reduction over copies fused into the first convolution's backward.
 
+#![deny(clippy::indexing_slicing)]
+
 use crate::error::{Result, SaliencyError};
+use crate::limits::Limits;
 use crate::method::{Aggregate, IgConfig, Method, NoiseLevel, Output, Smoothing};
 use smoothgrad_autodiff::{BackwardOptions, Float, NoiseSource, NoiseSpec, Tape, Tensor, Var};
 use smoothgrad_layers::Model;
@@ -47,22 +50,32 @@ pub struct SaliencyMap<T: Float = f32> {
 pub struct Explainer<'m, T: Float = f32> {
     model: &'m Model<T>,
     memory_budget: usize,
+    limits: Limits,
     output: Output,
 }
 
 impl<'m, T: Float> Explainer<'m, T> {
-    /// An explainer of the target logit with the default memory budget.
+    /// An explainer of the target logit with the default memory budget and [`Limits`].
     pub fn new(model: &'m Model<T>) -> Self {
         Explainer {
             model,
             memory_budget: DEFAULT_MEMORY_BUDGET,
+            limits: Limits::default(),
             output: Output::Logit,
         }
     }
 
-    /// Sets the working memory for one chunk of copies, in bytes (at least one copy runs).
+    /// Sets the working memory for one chunk of copies, in bytes (at least one copy runs;
+    /// [`Limits::max_memory_bytes`] caps it).
     pub fn memory_budget(mut self, bytes: usize) -> Self {
         self.memory_budget = bytes;
+        self
+    }
+
+    /// Sets what one explanation may cost; a request over a limit is refused with
+    /// [`SaliencyError::LimitExceeded`] before anything is allocated.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -75,20 +88,16 @@ impl<'m, T: Float> Explainer<'m, T> {
     /// The model's logits for one input `[C, H, W]` (or `[1, C, H, W]`).
     pub fn logits(&self, image: &Tensor<T>) -> Result<Vec<T>> {
         let x = self.check_image(image)?;
-        let mut tape = Tape::new();
-        let y = self.model.forward(&mut tape, &Var::constant(x))?;
-        let v = y.into_value().into_vec();
-        if let Some(i) = v.iter().position(|v| !v.is_finite()) {
-            return Err(SaliencyError::NonFinite {
-                what: "logit",
-                index: i,
-            });
-        }
-        Ok(v)
+        self.limits.check(self.model, 1, None)?;
+        self.clean_logits(&x)
     }
 
     /// Attribution of `target` (default: the top class) for `image` `[C, H, W]` by `method`,
     /// averaged over noisy copies when `smoothing` is given.
+    ///
+    /// The request is checked against the explainer's [`Limits`] before anything is allocated,
+    /// and every stage's values are checked to be finite: a NaN or ±Inf is an error naming the
+    /// stage and the copy ([`SaliencyError::NonFinite`]), never part of a returned map.
     pub fn explain(
         &self,
         image: &Tensor<T>,
@@ -103,7 +112,26 @@ impl<'m, T: Float> Explainer<'m, T> {
                 self.model.output_dims()
             )));
         }
-        let logits = self.logits(&x)?;
+        let (n, sigma, source, aggregate) = noise_plan(&x, smoothing)?;
+        let steps = match method {
+            Method::IntegratedGradients(c) if c.steps == 0 => {
+                return Err(SaliencyError::Option {
+                    option: "ig-steps",
+                    reason: "must be at least 1".into(),
+                });
+            }
+            Method::IntegratedGradients(c) => Some(c.steps),
+            _ => None,
+        };
+        let cost = self.limits.check(self.model, n, steps)?;
+        let passes = n * steps.unwrap_or(1);
+        let chunk = chunk_size(
+            self.memory_budget,
+            &self.limits,
+            cost.bytes_per_copy,
+            passes,
+        );
+        let logits = self.clean_logits(&x)?;
         let classes = logits.len();
         let target = match target {
             Some(t) if t >= classes => {
@@ -115,21 +143,6 @@ impl<'m, T: Float> Explainer<'m, T> {
             Some(t) => t,
             None => argmax(&logits),
         };
-        let (n, sigma, source, aggregate) = noise_plan(&x, smoothing)?;
-        let per_copy = self.bytes_per_copy(&x)?;
-        let points = match method {
-            Method::IntegratedGradients(c) => {
-                if c.steps == 0 {
-                    return Err(SaliencyError::Option {
-                        option: "ig-steps",
-                        reason: "must be at least 1".into(),
-                    });
-                }
-                c.steps
-            }
-            _ => 1,
-        };
-        let chunk = (self.memory_budget / per_copy.max(1)).clamp(1, n * points);
         let run = Run {
             explainer: self,
             x: &x,
@@ -139,6 +152,7 @@ impl<'m, T: Float> Explainer<'m, T> {
             sigma,
             source,
             chunk,
+            squares: aggregate != Aggregate::Mean,
         };
         let (sum, sumsq) = match method {
             Method::Gradient => run.gradients(false)?,
@@ -152,18 +166,26 @@ impl<'m, T: Float> Explainer<'m, T> {
             target,
             logits,
             sigma,
-            chunk: chunk.min(n * points),
+            chunk,
         })
+    }
+
+    /// The logits of the clean input `x[1, ...]`, all finite.
+    fn clean_logits(&self, x: &Tensor<T>) -> Result<Vec<T>> {
+        let mut tape = Tape::new();
+        let y = self.model.forward(&mut tape, &Var::constant(x.clone()))?;
+        let v = y.into_value().into_vec();
+        ensure_finite(&v, || "logits of the input".into())?;
+        Ok(v)
     }
 
     /// `image` as a finite one-sample batch `[1, C, H, W]` of the model's input shape.
     fn check_image(&self, image: &Tensor<T>) -> Result<Tensor<T>> {
         let want = self.model.input_dims();
         let d = image.dims();
-        let sample = if d.len() == want.len() + 1 && d[0] == 1 {
-            &d[1..]
-        } else {
-            d
+        let sample = match d.split_first() {
+            Some((1, rest)) if d.len() == want.len() + 1 => rest,
+            _ => d,
         };
         if sample != want {
             return Err(SaliencyError::Input(format!(
@@ -171,22 +193,28 @@ impl<'m, T: Float> Explainer<'m, T> {
             )));
         }
         if let Some(i) = image.first_non_finite() {
+            let value = image.as_slice().get(i).map_or(f64::NAN, |v| v.as_f64());
             return Err(SaliencyError::Input(format!(
-                "value {} at element {i} is not finite",
-                image.as_slice()[i]
+                "value {value} at element {i} is not finite"
             )));
         }
         Ok(image.reshape(&[&[1], want].concat())?)
     }
+}
 
-    /// Memory one copy holds through forward and backward: recorded values, saved tensors and
-    /// gradients, estimated as three times the recorded elements.
-    fn bytes_per_copy(&self, x: &Tensor<T>) -> Result<usize> {
-        let mut tape = Tape::new();
-        let xv = tape.var(x.clone());
-        self.model.forward(&mut tape, &xv)?;
-        Ok(3 * tape.recorded_elements() * std::mem::size_of::<T>())
-    }
+/// Copies per forward/backward: as many as fit the budget (capped by the memory limit), at
+/// least one, at most `passes`. Shared by every backend's explainer.
+pub(crate) fn chunk_size(
+    budget: usize,
+    limits: &Limits,
+    bytes_per_copy: u64,
+    passes: usize,
+) -> usize {
+    let budget = (budget as u64).min(limits.max_memory_bytes);
+    let fit = budget / bytes_per_copy.max(1);
+    usize::try_from(fit)
+        .unwrap_or(usize::MAX)
+        .clamp(1, passes.max(1))
 }
 
 /// (copies, σ, noise source, aggregate) for a request: shared by every backend's explainer.
@@ -224,7 +252,8 @@ pub(crate) fn noise_plan<T: Float>(
     let source = match &s.given_noise {
         None => NoiseSource::Philox { seed: s.seed },
         Some(t) => {
-            let want = [&[s.samples], &x.dims()[1..]].concat();
+            let sample = x.dims().split_first().map_or(&[][..], |(_, rest)| rest);
+            let want = [&[s.samples], sample].concat();
             if t.dims() != want {
                 return Err(SaliencyError::Option {
                     option: "noise",
@@ -232,6 +261,13 @@ pub(crate) fn noise_plan<T: Float>(
                         "the given noise has shape {:?}, expected {want:?}",
                         t.dims()
                     ),
+                });
+            }
+            if let Some(i) = t.first_non_finite() {
+                let value = t.as_slice().get(i).map_or(f64::NAN, |v| v.as_f64());
+                return Err(SaliencyError::Option {
+                    option: "noise",
+                    reason: format!("the given noise holds {value} at element {i}"),
                 });
             }
             NoiseSource::Given(t.clone())
@@ -249,32 +285,67 @@ pub(crate) fn aggregate_copies<T: Float>(
     aggregate: Aggregate,
 ) -> Result<Vec<T>> {
     let inv_n = T::one() / T::from_usize(n);
-    let values: Vec<T> = match aggregate {
-        Aggregate::Mean => sum.iter().map(|&s| s * inv_n).collect(),
-        Aggregate::MeanOfSquares => sumsq.iter().map(|&q| q * inv_n).collect(),
-        Aggregate::Variance => sum
-            .iter()
-            .zip(sumsq)
-            .map(|(&s, &q)| q * inv_n - (s * inv_n) * (s * inv_n))
-            .collect(),
+    let (values, what): (Vec<T>, _) = match aggregate {
+        Aggregate::Mean => (sum.iter().map(|&s| s * inv_n).collect(), "mean"),
+        Aggregate::MeanOfSquares => (
+            sumsq.iter().map(|&q| q * inv_n).collect(),
+            "mean of squares",
+        ),
+        Aggregate::Variance => (
+            sum.iter()
+                .zip(sumsq)
+                .map(|(&s, &q)| q * inv_n - (s * inv_n) * (s * inv_n))
+                .collect(),
+            "variance",
+        ),
     };
-    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        return Err(SaliencyError::NonFinite {
-            what: "attribution",
-            index: i,
-        });
-    }
+    ensure_finite(&values, || {
+        format!("attribution map ({what} over {n} copies)")
+    })?;
     Ok(values)
 }
 
+/// An error naming `what()` when `values` holds a NaN or ±Inf.
+pub(crate) fn ensure_finite<T: Float>(values: &[T], what: impl FnOnce() -> String) -> Result<()> {
+    match values.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(index) => Err(SaliencyError::NonFinite {
+            what: what(),
+            index,
+            value: values.get(index).map_or(f64::NAN, |v| v.as_f64()),
+        }),
+    }
+}
+
+/// Like [`ensure_finite`] for a batch of rows of `row_len` values: `what(row)` names the row
+/// holding the first bad value, and the index is within that row.
+fn ensure_rows_finite<T: Float>(
+    values: &[T],
+    row_len: usize,
+    what: impl FnOnce(usize) -> String,
+) -> Result<()> {
+    ensure_finite(values, String::new).map_err(|e| match e {
+        SaliencyError::NonFinite { index, value, .. } => {
+            let row_len = row_len.max(1);
+            SaliencyError::NonFinite {
+                what: what(index / row_len),
+                index: index % row_len,
+                value,
+            }
+        }
+        other => other,
+    })
+}
+
+/// The first index of the largest value (0 for an empty slice).
 fn argmax<T: Float>(v: &[T]) -> usize {
-    let mut best = 0;
+    let mut best: Option<(usize, T)> = None;
     for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
+        if best.is_none_or(|(_, b)| x > b) {
+            best = Some((i, x));
         }
     }
-    best
+    best.map_or(0, |(i, _)| i)
 }
 
 /// One explanation in progress.
@@ -287,6 +358,8 @@ struct Run<'a, 'm, T: Float> {
     sigma: f64,
     source: NoiseSource<T>,
     chunk: usize,
+    /// Whether the aggregate reads Σ² (SmoothGrad², VarGrad), so it must be finite too.
+    squares: bool,
 }
 
 impl<T: Float> Run<'_, '_, T> {
@@ -299,82 +372,183 @@ impl<T: Float> Run<'_, '_, T> {
         }
     }
 
-    /// The differentiated output of a batch and its one-hot seed.
-    fn objective(&self, tape: &mut Tape<T>, batch: &Var<T>) -> Result<(Var<T>, Tensor<T>)> {
+    /// Elements of one sample.
+    fn sample_len(&self) -> usize {
+        self.x.numel()
+    }
+
+    /// The differentiated output of a batch and its one-hot seed; `row` names a row of the
+    /// batch in messages ("copy 3").
+    fn objective(
+        &self,
+        tape: &mut Tape<T>,
+        batch: &Var<T>,
+        row: &dyn Fn(usize) -> String,
+    ) -> Result<(Var<T>, Tensor<T>)> {
         let mut out = self.explainer.model.forward(tape, batch)?;
+        ensure_rows_finite(out.value().as_slice(), self.classes, |r| {
+            format!("logits of {}", row(r))
+        })?;
         if self.explainer.output == Output::Probability {
             out = tape.softmax(&out, 1)?;
+            ensure_rows_finite(out.value().as_slice(), self.classes, |r| {
+                format!("softmax probabilities of {}", row(r))
+            })?;
         }
-        let rows = batch.dims()[0];
-        let mut seed = vec![T::zero(); rows * self.classes];
-        for r in 0..rows {
-            seed[r * self.classes + self.target] = T::one();
-        }
+        let rows = batch.dims().first().copied().unwrap_or(0);
+        let seed: Vec<T> = (0..rows)
+            .flat_map(|_| {
+                (0..self.classes).map(|c| {
+                    if c == self.target {
+                        T::one()
+                    } else {
+                        T::zero()
+                    }
+                })
+            })
+            .collect();
         Ok((out, Tensor::from_vec(seed, &[rows, self.classes])?))
     }
 
-    /// Σ and Σ² over copies of the (guided) gradient, through the noisy-copies op so the first
-    /// convolution's backward reduces over copies as it goes.
+    /// Σ over copies `first..first + count` of the (guided) gradient and of its square, through
+    /// the noisy-copies op so the first convolution's backward reduces over copies as it goes.
+    fn chunk_sums(
+        &self,
+        first: usize,
+        count: usize,
+        guided: bool,
+    ) -> Result<(Tensor<T>, Tensor<T>)> {
+        let mut tape = Tape::new();
+        let xv = tape.var(self.x.clone());
+        let batch = tape.noisy_copies(&xv, &self.spec(first, count))?;
+        ensure_rows_finite(batch.value().as_slice(), self.sample_len(), |r| {
+            format!("noisy copy {} of the input", first + r)
+        })?;
+        let (out, seed) = self.objective(&mut tape, &batch, &|r| format!("copy {}", first + r))?;
+        let mut grads = tape.backward_with(&out, &seed, BackwardOptions { guided })?;
+        let zero_grad = || SaliencyError::Input("the output does not depend on the input".into());
+        let q = grads.sum_of_squares(&xv).ok_or_else(zero_grad)?.clone();
+        let g = grads.take(&xv).ok_or_else(zero_grad)?;
+        Ok((g, q))
+    }
+
+    /// Σ and Σ² over copies of the (guided) gradient. A chunk whose sums are not finite is run
+    /// again one copy at a time to name the first copy whose gradient is at fault.
     fn gradients(&self, guided: bool) -> Result<(Vec<T>, Vec<T>)> {
-        let e = self.x.numel();
+        let e = self.sample_len();
         let (mut sum, mut sumsq) = (vec![T::zero(); e], vec![T::zero(); e]);
         let mut first = 0;
         while first < self.n {
             let count = self.chunk.min(self.n - first);
-            let mut tape = Tape::new();
-            let xv = tape.var(self.x.clone());
-            let batch = tape.noisy_copies(&xv, &self.spec(first, count))?;
-            let (out, seed) = self.objective(&mut tape, &batch)?;
-            let grads = tape.backward_with(&out, &seed, BackwardOptions { guided })?;
-            let zero_grad =
-                || SaliencyError::Input("the output does not depend on the input".into());
-            let g = grads.get(&xv).ok_or_else(zero_grad)?;
-            let q = grads.sum_of_squares(&xv).ok_or_else(zero_grad)?;
+            let (g, q) = self.chunk_sums(first, count, guided)?;
+            let end = first + count;
+            let bad = |t: &Tensor<T>| t.first_non_finite().is_some();
+            if bad(&g) || (self.squares && bad(&q)) {
+                if count > 1 {
+                    for copy in first..end {
+                        let (g1, q1) = self.chunk_sums(copy, 1, guided)?;
+                        self.check_gradient(&g1, &q1, || format!("copy {copy}"))?;
+                    }
+                }
+                // Every copy alone is finite (or the chunk is one copy): name the chunk.
+                let which = if count == 1 {
+                    format!("copy {first}")
+                } else {
+                    format!("copies {first}..{end} (summed)")
+                };
+                self.check_gradient(&g, &q, || which)?;
+            }
             add_into(&mut sum, g.as_slice());
             add_into(&mut sumsq, q.as_slice());
-            first += count;
+            self.check_sums(&sum, &sumsq, end)?;
+            first = end;
         }
         Ok((sum, sumsq))
     }
 
-    /// Per-point input gradients of a batch of inputs `[m, ...]`.
-    fn batch_gradients(&self, batch: Tensor<T>) -> Result<Tensor<T>> {
-        let mut tape = Tape::new();
-        let bv = tape.var(batch);
-        let (out, seed) = self.objective(&mut tape, &bv)?;
-        let mut grads = tape.backward_from(&out, &seed)?;
-        grads
-            .take(&bv)
-            .ok_or_else(|| SaliencyError::Input("the output does not depend on the input".into()))
+    /// The gradient (and, when the aggregate reads it, its square) of `which` is finite.
+    fn check_gradient(
+        &self,
+        g: &Tensor<T>,
+        q: &Tensor<T>,
+        which: impl FnOnce() -> String,
+    ) -> Result<()> {
+        let which = which();
+        ensure_finite(g.as_slice(), || format!("input gradient of {which}"))?;
+        if self.squares {
+            ensure_finite(q.as_slice(), || {
+                format!("squared input gradient of {which}")
+            })?;
+        }
+        Ok(())
     }
 
-    /// The noisy copies `first..first + count` as a constant batch.
+    /// The running sums over copies `0..end` have not overflowed.
+    fn check_sums(&self, sum: &[T], sumsq: &[T], end: usize) -> Result<()> {
+        ensure_finite(sum, || {
+            format!("sum of the attributions of copies 0..{end}")
+        })?;
+        if self.squares {
+            ensure_finite(sumsq, || {
+                format!("sum of the squared attributions of copies 0..{end}")
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Per-row input gradients of a batch of inputs `[m, ...]`, all finite; `row` names a row.
+    fn batch_gradients(
+        &self,
+        batch: Tensor<T>,
+        row: &dyn Fn(usize) -> String,
+    ) -> Result<Tensor<T>> {
+        let mut tape = Tape::new();
+        let bv = tape.var(batch);
+        let (out, seed) = self.objective(&mut tape, &bv, row)?;
+        let mut grads = tape.backward_from(&out, &seed)?;
+        let g = grads.take(&bv).ok_or_else(|| {
+            SaliencyError::Input("the output does not depend on the input".into())
+        })?;
+        ensure_rows_finite(g.as_slice(), self.sample_len(), |r| {
+            format!("input gradient of {}", row(r))
+        })?;
+        Ok(g)
+    }
+
+    /// The noisy copies `first..first + count` as a constant batch, all finite.
     fn copies(&self, first: usize, count: usize) -> Result<Tensor<T>> {
         let mut tape = Tape::new();
-        Ok(tape
+        let batch = tape
             .noisy_copies(&Var::constant(self.x.clone()), &self.spec(first, count))?
-            .into_value())
+            .into_value();
+        ensure_rows_finite(batch.as_slice(), self.sample_len(), |r| {
+            format!("noisy copy {} of the input", first + r)
+        })?;
+        Ok(batch)
     }
 
     fn grad_x_input(&self) -> Result<(Vec<T>, Vec<T>)> {
-        let e = self.x.numel();
+        let e = self.sample_len();
         let (mut sum, mut sumsq) = (vec![T::zero(); e], vec![T::zero(); e]);
         let mut first = 0;
         while first < self.n {
             let count = self.chunk.min(self.n - first);
             let inputs = self.copies(first, count)?;
-            let g = self.batch_gradients(inputs.clone())?;
-            for (xi, gi) in inputs.as_slice().chunks(e).zip(g.as_slice().chunks(e)) {
+            let g = self.batch_gradients(inputs.clone(), &|r| format!("copy {}", first + r))?;
+            let rows = inputs.as_slice().chunks(e).zip(g.as_slice().chunks(e));
+            for (copy, (xi, gi)) in (first..).zip(rows) {
                 let a: Vec<T> = xi.iter().zip(gi).map(|(&x, &g)| x * g).collect();
+                ensure_finite(&a, || format!("gradient × input of copy {copy}"))?;
                 accumulate_copy(&mut sum, &mut sumsq, &a);
             }
             first += count;
+            self.check_sums(&sum, &sumsq, first)?;
         }
         Ok((sum, sumsq))
     }
 
     fn integrated_gradients(&self, c: &IgConfig) -> Result<(Vec<T>, Vec<T>)> {
-        let e = self.x.numel();
+        let e = self.sample_len();
         let baseline: Vec<T> = match &c.baseline {
             None => vec![T::zero(); e],
             Some(b) => {
@@ -384,8 +558,14 @@ impl<T: Float> Run<'_, '_, T> {
                         reason: format!(
                             "shape {:?} does not match the input {:?}",
                             b.dims(),
-                            &self.x.dims()[1..]
+                            self.explainer.model.input_dims()
                         ),
+                    });
+                }
+                if let Some(i) = b.first_non_finite() {
+                    return Err(SaliencyError::Option {
+                        option: "baseline",
+                        reason: format!("value at element {i} is not finite"),
                     });
                 }
                 b.as_slice()
@@ -394,11 +574,24 @@ impl<T: Float> Run<'_, '_, T> {
                     .collect()
             }
         };
-        let (alphas, weights) = c.rule.points(c.steps);
         let steps = c.steps;
+        let (alphas, weights) = c.rule.points(steps);
+        let path: Vec<(usize, T, T)> = alphas
+            .iter()
+            .zip(&weights)
+            .enumerate()
+            .map(|(s, (&a, &w))| (s, T::from_f64(a), T::from_f64(w)))
+            .collect();
         let (mut sum, mut sumsq) = (vec![T::zero(); e], vec![T::zero(); e]);
         // Points are numbered copy-major: point p is step p % steps of copy p / steps, so each
         // copy's path integral completes before the next begins and one accumulator suffices.
+        // The two cycles walk the path in that order, one while batching, one while consuming.
+        let (mut batching, mut consuming) = (path.iter().cycle(), path.iter().cycle());
+        let point_name = |q: usize| {
+            let (s, copy) = (q % steps, q / steps);
+            let alpha = alphas.get(s).copied().unwrap_or(f64::NAN);
+            format!("point {s} (α = {alpha:.4}) of the path of copy {copy}")
+        };
         let total = self.n * steps;
         let mut integral = vec![T::zero(); e];
         let mut current: Option<(usize, Tensor<T>)> = None;
@@ -406,7 +599,7 @@ impl<T: Float> Run<'_, '_, T> {
         while p < total {
             let count = self.chunk.min(total - p);
             let mut batch = Vec::with_capacity(count * e);
-            for q in p..p + count {
+            for (q, &(_, alpha, _)) in (p..p + count).zip(&mut batching) {
                 let copy = q / steps;
                 if current.as_ref().is_none_or(|(c, _)| *c != copy) {
                     current = Some((copy, self.copies(copy, 1)?));
@@ -415,19 +608,21 @@ impl<T: Float> Run<'_, '_, T> {
                     .as_ref()
                     .map(|(_, t)| t.as_slice())
                     .unwrap_or_default();
-                let alpha = T::from_f64(alphas[q % steps]);
                 batch.extend(xi.iter().zip(&baseline).map(|(&x, &b)| b + alpha * (x - b)));
             }
-            let dims = [&[count], &self.x.dims()[1..]].concat();
-            let g = self.batch_gradients(Tensor::from_vec(batch, &dims)?)?;
-            for (j, gq) in g.as_slice().chunks(e).enumerate() {
-                let q = p + j;
-                let w = T::from_f64(weights[q % steps]);
+            let dims = [&[count], self.explainer.model.input_dims()].concat();
+            let g =
+                self.batch_gradients(Tensor::from_vec(batch, &dims)?, &|r| point_name(p + r))?;
+            let rows = g.as_slice().chunks(e).zip(&mut consuming);
+            for (q, (gq, &(step, _, w))) in (p..).zip(rows) {
                 for (acc, &gv) in integral.iter_mut().zip(gq) {
                     *acc += w * gv;
                 }
-                if q % steps == steps - 1 {
+                if step + 1 == steps {
                     let copy = q / steps;
+                    ensure_finite(&integral, || {
+                        format!("path integral of the input gradient of copy {copy}")
+                    })?;
                     let xi = self.copies(copy, 1)?;
                     let a: Vec<T> = xi
                         .as_slice()
@@ -436,8 +631,10 @@ impl<T: Float> Run<'_, '_, T> {
                         .zip(&integral)
                         .map(|((&x, &b), &i)| (x - b) * i)
                         .collect();
+                    ensure_finite(&a, || format!("Integrated Gradients of copy {copy}"))?;
                     accumulate_copy(&mut sum, &mut sumsq, &a);
                     integral.iter_mut().for_each(|v| *v = T::zero());
+                    self.check_sums(&sum, &sumsq, copy + 1)?;
                 }
             }
             p += count;

@@ -8,11 +8,14 @@
 //!
 //! See [`Explainer`] for a runnable example.
 
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 #[cfg(feature = "cuda")]
 pub mod cuda_explain;
 pub mod error;
 pub mod explain;
 pub mod image_io;
+pub mod limits;
 pub mod method;
 pub mod npy;
 pub mod visualize;
@@ -24,6 +27,7 @@ pub use cuda_explain::CudaExplainer;
 pub use error::{Result, SaliencyError};
 pub use explain::{DEFAULT_MEMORY_BUDGET, Explainer, SaliencyMap};
 pub use image_io::{ImageOptions, load_image, normalize};
+pub use limits::{Cost, Limit, Limits};
 pub use method::{Aggregate, IgConfig, IgRule, Method, NoiseLevel, Output, Smoothing};
 pub use npy::{NpyProblem, read_npy, write_npy};
 pub use visualize::{Colormap, Heatmap, diverging, grayscale};

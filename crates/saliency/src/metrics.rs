@@ -17,6 +17,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#![deny(clippy::indexing_slicing)]
+
 mod perturbation;
 mod randomization;
 
@@ -41,10 +43,13 @@ pub fn relevance(attribution: &Tensor<f32>) -> Result<Vec<f32>> {
             )));
         }
     };
-    let a = attribution.as_slice();
-    Ok((0..plane)
-        .map(|p| (0..c).map(|k| a[k * plane + p].abs()).sum())
-        .collect())
+    let mut r = vec![0.0f32; plane];
+    for channel in attribution.as_slice().chunks(plane.max(1)).take(c) {
+        for (acc, v) in r.iter_mut().zip(channel) {
+            *acc += v.abs();
+        }
+    }
+    Ok(r)
 }
 
 fn check_mask(relevance: &[f32], mask: &[bool]) -> Result<()> {
@@ -78,13 +83,13 @@ pub fn mass_accuracy(attribution: &Tensor<f32>, mask: &[bool]) -> Result<f64> {
 pub fn pointing_game(attribution: &Tensor<f32>, mask: &[bool]) -> Result<bool> {
     let r = relevance(attribution)?;
     check_mask(&r, mask)?;
-    let mut best = 0;
+    let mut best: Option<(usize, f32)> = None;
     for (i, &v) in r.iter().enumerate() {
-        if v > r[best] {
-            best = i;
+        if best.is_none_or(|(_, b)| v > b) {
+            best = Some((i, v));
         }
     }
-    Ok(r[best] > 0.0 && mask[best])
+    Ok(best.is_some_and(|(i, v)| v > 0.0 && mask.get(i).copied().unwrap_or(false)))
 }
 
 #[cfg(test)]

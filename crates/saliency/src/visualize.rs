@@ -301,12 +301,33 @@ pub fn overlay(
     }))
 }
 
-/// `image` enlarged `factor` times with nearest-neighbour sampling (pixels stay crisp squares).
-pub fn upscale_nearest(image: &RgbImage, factor: u32) -> RgbImage {
+/// The most pixels of a picture drawn here (2²⁸: 768 MiB of RGB); a larger one is an error,
+/// not an allocation that fails.
+pub const MAX_PICTURE_PIXELS: u64 = 1 << 28;
+
+/// `image` enlarged `factor` times with nearest-neighbour sampling (pixels stay crisp squares);
+/// an error when the result would exceed [`MAX_PICTURE_PIXELS`].
+pub fn upscale_nearest(image: &RgbImage, factor: u32) -> Result<RgbImage> {
     let f = factor.max(1);
-    RgbImage::from_fn(image.width() * f, image.height() * f, |x, y| {
+    let w = u64::from(image.width()) * u64::from(f);
+    let h = u64::from(image.height()) * u64::from(f);
+    let too_large = || {
+        SaliencyError::Input(format!(
+            "a {w}x{h} picture ({}x{} enlarged {f} times) is too large to draw (over {MAX_PICTURE_PIXELS} pixels)",
+            image.width(),
+            image.height()
+        ))
+    };
+    if w.saturating_mul(h) > MAX_PICTURE_PIXELS {
+        return Err(too_large());
+    }
+    let (w, h) = (
+        u32::try_from(w).map_err(|_| too_large())?,
+        u32::try_from(h).map_err(|_| too_large())?,
+    );
+    Ok(RgbImage::from_fn(w, h, |x, y| {
         *image.get_pixel(x / f, y / f)
-    })
+    }))
 }
 
 /// Space between tiles and around the figure, in pixels.
@@ -331,9 +352,20 @@ pub fn grid<S: AsRef<str>>(titles: &[S], rows: &[Vec<RgbImage>], scale: u32) -> 
     }
     let scale = scale.max(1);
     let all = rows.iter().flatten();
-    let cell_w = all.clone().map(|p| p.width()).max().unwrap_or(1) * scale;
-    let cell_h = all.map(|p| p.height()).max().unwrap_or(1) * scale;
-    let limit = 1u64 << 28;
+    let cell_w = u64::from(all.clone().map(|p| p.width()).max().unwrap_or(1)) * u64::from(scale);
+    let cell_h = u64::from(all.map(|p| p.height()).max().unwrap_or(1)) * u64::from(scale);
+    let limit = MAX_PICTURE_PIXELS;
+    // One cell over the limit is refused before any size is narrowed to u32.
+    let (Ok(cell_w), Ok(cell_h)) = (u32::try_from(cell_w), u32::try_from(cell_h)) else {
+        return Err(SaliencyError::Input(format!(
+            "a {cell_w}x{cell_h} cell is too large to draw"
+        )));
+    };
+    if u64::from(cell_w) * u64::from(cell_h) > limit {
+        return Err(SaliencyError::Input(format!(
+            "a {cell_w}x{cell_h} cell is too large to draw"
+        )));
+    }
     let (text_scale, lines) = title_layout(titles, cell_w);
     let line_h = (font::GLYPH_H + 3) * text_scale;
     let title_h = if lines.iter().all(Vec::is_empty) {
@@ -360,7 +392,7 @@ pub fn grid<S: AsRef<str>>(titles: &[S], rows: &[Vec<RgbImage>], scale: u32) -> 
     for (r, row) in rows.iter().enumerate() {
         let y0 = GAP + title_h + r as u32 * (cell_h + GAP);
         for (k, picture) in row.iter().enumerate() {
-            let big = upscale_nearest(picture, scale);
+            let big = upscale_nearest(picture, scale)?;
             let x = cell_x(k) + (cell_w - big.width()) / 2;
             let y = y0 + (cell_h - big.height()) / 2;
             image::imageops::replace(&mut figure, &big, i64::from(x), i64::from(y));
@@ -485,6 +517,27 @@ mod tests {
         );
         let [r, _, b] = Colormap::RedBlue.rgb(1.0);
         assert!(r > b, "positive attributions are red");
+    }
+
+    #[test]
+    fn pictures_too_large_to_draw_are_errors() {
+        let tile = RgbImage::from_pixel(2, 3, Rgb([9, 8, 7]));
+        let big = upscale_nearest(&tile, 4).unwrap();
+        assert_eq!((big.width(), big.height()), (8, 12));
+        assert_eq!(big.get_pixel(7, 11), &Rgb([9, 8, 7]));
+        // 2·2¹⁶ × 3·2¹⁶ pixels: refused before allocating.
+        let e = upscale_nearest(&tile, 1 << 16).unwrap_err().to_string();
+        assert!(
+            e.contains("a 131072x196608 picture (2x3 enlarged 65536 times)"),
+            "{e}"
+        );
+        // A factor that overflows u32 sides.
+        let wide = RgbImage::new(1 << 20, 0);
+        assert!(upscale_nearest(&wide, u32::MAX).is_err());
+        let e = grid(&["a"], &[vec![tile]], u32::MAX)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("too large to draw"), "{e}");
     }
 
     #[test]

@@ -16,6 +16,7 @@
 
 use crate::error::{Result, SaliencyError};
 use crate::explain::{DEFAULT_MEMORY_BUDGET, SaliencyMap};
+use crate::limits::Limits;
 use crate::method::{Method, Output, Smoothing};
 use smoothgrad_autodiff::backend::wgpu::{GpuIndices, GpuMask, GpuTensor, WgpuContext, wgpu};
 use smoothgrad_autodiff::{Conv2dGeometry, NoiseSpec, Pool2dGeometry, Tensor};
@@ -71,6 +72,7 @@ pub struct WgpuExplainer<'m> {
     /// For each node, whether a ReLU alone reads its (convolution) output: the pair runs fused.
     fuse_relu: Vec<bool>,
     memory_budget: usize,
+    limits: Limits,
     output: Output,
 }
 
@@ -158,6 +160,7 @@ impl<'m> WgpuExplainer<'m> {
             readers,
             fuse_relu,
             memory_budget: DEFAULT_MEMORY_BUDGET,
+            limits: Limits::default(),
             output: Output::Logit,
         })
     }
@@ -165,6 +168,12 @@ impl<'m> WgpuExplainer<'m> {
     /// Sets the working memory for one chunk of copies, in bytes (at least one copy runs).
     pub fn memory_budget(mut self, bytes: usize) -> Self {
         self.memory_budget = bytes;
+        self
+    }
+
+    /// Sets what one explanation may cost (see [`Explainer::limits`](crate::Explainer::limits)).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -190,12 +199,7 @@ impl<'m> WgpuExplainer<'m> {
         let xg = self.ctx.upload(&x)?;
         let (out, _) = self.forward(xg, false)?;
         let v = self.ctx.download(&out)?.into_vec();
-        if let Some(i) = v.iter().position(|v| !v.is_finite()) {
-            return Err(SaliencyError::NonFinite {
-                what: "logit",
-                index: i,
-            });
-        }
+        crate::explain::ensure_finite(&v, || "logits of the input".into())?;
         Ok(v)
     }
 
@@ -229,6 +233,9 @@ impl<'m> WgpuExplainer<'m> {
                 self.model.output_dims()
             )));
         }
+        let (n, sigma, source, aggregate) = crate::explain::noise_plan(&x, smoothing)?;
+        let cost = self.limits.check(self.model, n, None)?;
+        let chunk = self.chunk_size(n, cost.bytes_per_copy)?;
         let logits = self.logits(&x)?;
         let classes = logits.len();
         let target = match target {
@@ -241,8 +248,6 @@ impl<'m> WgpuExplainer<'m> {
             Some(t) => t,
             None => argmax(&logits),
         };
-        let (n, sigma, source, aggregate) = crate::explain::noise_plan(&x, smoothing)?;
-        let chunk = self.chunk_size(n)?;
         let xg = self.ctx.upload(&x)?;
         let mut sum = self.ctx.zeros(x.dims())?;
         let mut sumsq = self.ctx.zeros(x.dims())?;
@@ -272,8 +277,8 @@ impl<'m> WgpuExplainer<'m> {
     }
 
     /// Copies per chunk: every buffer under the device's binding limit, the chunk's values
-    /// (three times the elements of every value, as the CPU's estimate) under the memory budget.
-    fn chunk_size(&self, n: usize) -> Result<usize> {
+    /// (`bytes_per_copy` each, as the CPU's estimate) under the memory budget and limit.
+    fn chunk_size(&self, n: usize, bytes_per_copy: u64) -> Result<usize> {
         let limits = self.ctx.limits();
         let max_binding = limits
             .max_storage_buffer_binding_size
@@ -282,15 +287,14 @@ impl<'m> WgpuExplainer<'m> {
         let numel = |d: &Vec<usize>| d.iter().product::<usize>();
         let values = self.model.value_dims();
         let largest = values.iter().map(numel).max().unwrap_or(1).max(1);
-        let total: usize = values.iter().map(numel).sum();
-        let per_copy = 3 * total * size_of::<f32>();
         let by_binding = max_binding / (largest * size_of::<f32>());
         if by_binding == 0 {
             return Err(SaliencyError::Input(format!(
                 "one copy's largest value ({largest} floats) does not fit the device's binding limit of {max_binding} bytes"
             )));
         }
-        let by_budget = (self.memory_budget / per_copy.max(1)).max(1);
+        let by_budget =
+            crate::explain::chunk_size(self.memory_budget, &self.limits, bytes_per_copy, n);
         Ok(by_budget.min(by_binding).clamp(1, n))
     }
 
@@ -306,6 +310,9 @@ impl<'m> WgpuExplainer<'m> {
         values[0] = Some(batch);
         let mut saved = Vec::with_capacity(nodes.len());
         // Takes value `v` for a reader: moved out at its last read, duplicated before.
+        // justified: `Model::new` orders nodes topologically and counts readers, so a value is
+        // present from when it is computed until its last reader takes it.
+        #[allow(clippy::expect_used)]
         let take = |values: &mut Vec<Option<GpuTensor>>, left: &mut Vec<usize>, v: usize| {
             left[v] -= 1;
             let t = values[v]
@@ -321,12 +328,17 @@ impl<'m> WgpuExplainer<'m> {
         for (k, node) in nodes.iter().enumerate() {
             if k > 0 && self.fuse_relu[k - 1] {
                 // The ReLU of the convolution before: its output and mask are already made.
+                // justified: `fuse_relu[k - 1]` means node k - 1 took the fused path, which sets it.
+                #[allow(clippy::expect_used)]
                 let mask = fused_mask
                     .take()
                     .expect("the fused convolution made the mask");
                 saved.push(if save { Saved::Mask(mask) } else { Saved::None });
                 continue;
             }
+            // justified: nodes read only earlier values (`Model::new`), which are kept until
+            // their last reader has run.
+            #[allow(clippy::expect_used)]
             fn x<'v>(values: &'v [Option<GpuTensor>], inputs: &[usize], i: usize) -> &'v GpuTensor {
                 values[inputs[i]]
                     .as_ref()
@@ -423,6 +435,8 @@ impl<'m> WgpuExplainer<'m> {
             values[k + 1] = Some(y.reshape(&dims_of(k + 1))?);
             saved.push(if save { s } else { Saved::None });
         }
+        // justified: the output value has one extra reader, so the loop never releases it.
+        #[allow(clippy::expect_used)]
         let out = values[self.model.output_index()]
             .take()
             .expect("the output value is computed");

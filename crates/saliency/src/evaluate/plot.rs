@@ -9,7 +9,7 @@ use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 use std::path::Path;
-use std::sync::Once;
+use std::sync::OnceLock;
 
 /// DejaVu Sans, subset to printable ASCII and ± × ° − σ ² (about 10 KiB).
 static FONT: &[u8] = include_bytes!("../../fonts/DejaVuSans-subset.ttf");
@@ -26,22 +26,26 @@ const COLOURS: [RGBColor; 6] = [
     RGBColor(255, 127, 14),
 ];
 
-fn register() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        register_font("sans-serif", FontStyle::Normal, FONT)
-            .unwrap_or_else(|_| panic!("the bundled font is a valid TrueType file"));
-    });
+/// Registers the bundled font once; whether that worked is remembered for later calls.
+fn register() -> std::result::Result<(), String> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let ok =
+        *REGISTERED.get_or_init(|| register_font("sans-serif", FontStyle::Normal, FONT).is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err("the bundled font (DejaVu Sans subset) could not be registered".into())
+    }
 }
 
 /// Draws `sweep` (one line with markers per series, error bars of ± one standard error) and
 /// writes it to `path` as PNG; `log_x` puts the parameter on a logarithmic axis.
 pub fn plot_sweep(sweep: &Sweep, path: &Path, log_x: bool) -> Result<()> {
-    register();
     let fail = |reason: String| SaliencyError::Image {
         path: path.to_path_buf(),
         reason,
     };
+    register().map_err(fail)?;
     if sweep.xs.is_empty() {
         return Err(fail("a sweep without points cannot be plotted".into()));
     }

@@ -51,6 +51,9 @@ fn chw(image: &Tensor<f32>) -> Result<[usize; 3]> {
 }
 
 /// Separable Gaussian blur of planes `[C, H, W]` with clamped edges.
+// justified: `x` is a tensor's data of shape [c, h, w] (checked by `chw`), and every index is
+// clamped into its plane.
+#[allow(clippy::indexing_slicing)]
 fn blur(x: &[f32], c: usize, h: usize, w: usize, sigma: f32) -> Vec<f32> {
     if sigma <= 0.0 {
         return x.to_vec();
@@ -87,16 +90,20 @@ fn blur(x: &[f32], c: usize, h: usize, w: usize, sigma: f32) -> Vec<f32> {
 
 /// Pixels from most to least relevant (ties in index order).
 pub fn pixel_order(relevance: &[f32]) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..relevance.len()).collect();
-    order.sort_by(|&a, &b| relevance[b].total_cmp(&relevance[a]));
-    order
+    let mut order: Vec<(usize, f32)> = relevance.iter().copied().enumerate().collect();
+    // A stable sort keeps ties in index order.
+    order.sort_by(|a, b| b.1.total_cmp(&a.1));
+    order.into_iter().map(|(i, _)| i).collect()
 }
 
 /// The area under a curve by the trapezoid rule.
 pub fn trapezoid_auc(xs: &[f64], ys: &[f64]) -> f64 {
     xs.windows(2)
         .zip(ys.windows(2))
-        .map(|(x, y)| (x[1] - x[0]) * (y[0] + y[1]) / 2.0)
+        .map(|pair| match pair {
+            ([x0, x1], [y0, y1]) => (x1 - x0) * (y0 + y1) / 2.0,
+            _ => 0.0,
+        })
         .sum()
 }
 
@@ -175,6 +182,11 @@ fn perturbation_curve(
             order.len()
         )));
     }
+    if let Some(&p) = order.iter().find(|&&p| p >= plane) {
+        return Err(SaliencyError::Input(format!(
+            "the order lists pixel {p}, but the image has {plane} pixels"
+        )));
+    }
     if !(config.step > 0.0 && config.step <= 1.0) {
         return Err(SaliencyError::Option {
             option: "step",
@@ -190,9 +202,12 @@ fn perturbation_curve(
     let mut done = 0;
     let mut images = Vec::with_capacity(counts.len() * current.len());
     for &k in &counts {
-        for &p in &order[done..k] {
-            for ch in 0..c {
-                current[ch * plane + p] = dst[ch * plane + p];
+        for &p in order.get(done..k).unwrap_or_default() {
+            let planes = current.chunks_mut(plane).zip(dst.chunks(plane)).take(c);
+            for (cur, to) in planes {
+                if let (Some(v), Some(&t)) = (cur.get_mut(p), to.get(p)) {
+                    *v = t;
+                }
             }
         }
         done = k;
@@ -218,16 +233,15 @@ fn target_outputs(
     probability: bool,
     batch_size: usize,
 ) -> Result<Vec<f64>> {
-    let per: usize = sample_dims.iter().product();
-    let n = images.len() / per.max(1);
-    let mut out = Vec::with_capacity(n);
-    for start in (0..n).step_by(batch_size.max(1)) {
-        let count = batch_size.max(1).min(n - start);
+    let per: usize = sample_dims.iter().product::<usize>().max(1);
+    let mut out = Vec::with_capacity(images.len() / per);
+    for batch in images.chunks(per.saturating_mul(batch_size.max(1))) {
+        let count = batch.len() / per;
         let dims = [&[count], sample_dims].concat();
-        let chunk = Tensor::from_vec(images[start * per..(start + count) * per].to_vec(), &dims)?;
+        let chunk = Tensor::from_vec(batch.to_vec(), &dims)?;
         let mut tape = Tape::new();
         let logits = model.forward(&mut tape, &Var::constant(chunk))?;
-        let classes = logits.dims()[1];
+        let classes = logits.dims().get(1).copied().unwrap_or(0);
         if target >= classes {
             return Err(SaliencyError::Option {
                 option: "target",
@@ -235,7 +249,7 @@ fn target_outputs(
             });
         }
         for row in logits.value().as_slice().chunks(classes) {
-            let t = row[target] as f64;
+            let t = row.get(target).map_or(f64::NAN, |&v| v as f64);
             if probability {
                 let max = row.iter().fold(f64::MIN, |m, &v| m.max(v as f64));
                 let z: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
@@ -323,7 +337,8 @@ pub fn infidelity(
         false,
         config.batch_size,
     )?;
-    let diffs: Vec<f64> = f[1..].iter().map(|v| f[0] - v).collect();
+    let (f0, perturbed) = f.split_first().map_or((0.0, &[][..]), |(f0, r)| (*f0, r));
+    let diffs: Vec<f64> = perturbed.iter().map(|v| f0 - v).collect();
     let n = config.samples as f64;
     let aa: f64 = dots.iter().map(|a| a * a).sum::<f64>() / n;
     let ab: f64 = dots.iter().zip(&diffs).map(|(a, b)| a * b).sum::<f64>() / n;

@@ -52,7 +52,7 @@ pub fn cascading_randomization(
             } else if t.dims().len() == 1 {
                 Tensor::randn(t.dims(), key)?
             } else {
-                let fan_in: usize = t.dims()[1..].iter().product();
+                let fan_in: usize = t.dims().iter().skip(1).product();
                 let std = (2.0 / fan_in.max(1) as f32).sqrt();
                 Tensor::randn(t.dims(), key)?.map(|v| v * std)
             };
@@ -91,20 +91,22 @@ pub fn spearman(a: &[f32], b: &[f32]) -> f64 {
 
 /// 1-based ranks, ties averaged.
 fn ranks(v: &[f32]) -> Vec<f64> {
-    let mut order: Vec<usize> = (0..v.len()).collect();
-    order.sort_by(|&i, &j| v[i].total_cmp(&v[j]));
+    let mut sorted: Vec<(usize, f32)> = v.iter().copied().enumerate().collect();
+    sorted.sort_by(|a, b| a.1.total_cmp(&b.1));
     let mut r = vec![0.0; v.len()];
+    let mut rest = sorted.as_slice();
     let mut start = 0;
-    while start < order.len() {
-        let mut end = start + 1;
-        while end < order.len() && v[order[end]] == v[order[start]] {
-            end += 1;
+    while let Some(&(_, value)) = rest.first() {
+        let tied = rest.iter().take_while(|(_, x)| *x == value).count().max(1);
+        let (group, after) = rest.split_at(tied.min(rest.len()));
+        let mean = (2 * start + tied + 1) as f64 / 2.0;
+        for &(i, _) in group {
+            if let Some(slot) = r.get_mut(i) {
+                *slot = mean;
+            }
         }
-        let mean = (start + end + 1) as f64 / 2.0;
-        for &i in &order[start..end] {
-            r[i] = mean;
-        }
-        start = end;
+        start += tied;
+        rest = after;
     }
     r
 }
