@@ -154,7 +154,7 @@ def safetensors_seeds():
     half = weights(4, 3).astype(np.float64)
     write("safetensors_json", "f64_linear.bin", st_json(
         {"format": fmt, "input": [3], "layers": [{"type": "linear", "name": "l"},
-                                                 {"type": "max_pool2d", "kernel": [1, 1], "dilation": 1}]},
+                                                 {"type": "softmax", "axis": 1}]},
         {"l.weight": half},
     ))
     models = ROOT / "tests/fixtures/models"
