@@ -125,16 +125,21 @@ pub fn decode_image_with_limits(
     decoder_limits.max_image_height = Some(limits.max_height);
     decoder_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).max(1 << 26));
     reader.limits(decoder_limits);
-    let decoder = reader
-        .into_decoder()
-        .map_err(|e| fail(format!("cannot read the image: {e}")))?;
+    let over = |size: String| {
+        format!(
+            "the picture is {size}, over the limit of {}x{} and {} pixels",
+            limits.max_width, limits.max_height, limits.max_pixels
+        )
+    };
+    let decoder = reader.into_decoder().map_err(|e| match e {
+        // The header's size is over the side limits given to the decoder.
+        image::ImageError::Limits(_) => fail(over(format!("too large ({e})"))),
+        e => fail(format!("cannot read the image: {e}")),
+    })?;
     let (width, height) = decoder.dimensions();
     let pixels = u64::from(width) * u64::from(height);
     if width > limits.max_width || height > limits.max_height || pixels > limits.max_pixels {
-        return Err(fail(format!(
-            "the picture is {width}x{height} pixels, over the limit of {}x{} and {} pixels",
-            limits.max_width, limits.max_height, limits.max_pixels
-        )));
+        return Err(fail(over(format!("{width}x{height} pixels"))));
     }
     let image = DynamicImage::from_decoder(decoder)
         .map_err(|e| fail(format!("cannot decode the image: {e}")))?;

@@ -314,21 +314,21 @@ fn read_from(
         .try_fold(itemsize, |acc, &d| acc.checked_mul(d))
         .ok_or_else(|| NpyProblem::ShapeOverflow(dims64.clone()))?;
     let found = total_len - prefix_len - header_len;
-    let elements = expected / itemsize;
-    if elements > max_elements {
-        return Err(NpyProblem::TooLarge {
-            shape: dims,
-            elements,
-            max: max_elements,
-        }
-        .into());
-    }
     if expected != found {
         return Err(NpyProblem::DataLength {
             shape: dims,
             dtype: descr,
             expected,
             found,
+        }
+        .into());
+    }
+    let elements = expected / itemsize;
+    if elements > max_elements {
+        return Err(NpyProblem::TooLarge {
+            shape: dims,
+            elements,
+            max: max_elements,
         }
         .into());
     }
