@@ -392,6 +392,23 @@ impl<'g> Builder<'g> {
         Ok(())
     }
 
+    /// Checks a node's kernel, stride, dilation, padding and group sizes against `max_dim` (the
+    /// decoder checked the file's attributes; this covers graphs built in code too), so the
+    /// window arithmetic cannot overflow.
+    fn check_sizes<const N: usize>(&self, node: &OnnxNode, sizes: [&[usize]; N]) -> Result<()> {
+        match sizes.iter().flat_map(|s| s.iter()).max() {
+            Some(&largest) => self.limits.check_size(
+                &self.graph.source_name,
+                &format!(
+                    "node `{}`, a kernel, stride, dilation, padding or group size",
+                    node.name
+                ),
+                largest as u128,
+            ),
+            None => Ok(()),
+        }
+    }
+
     /// The shape of model value `value` (batch of one).
     fn shape(&self, value: usize) -> Result<&[usize]> {
         self.shapes

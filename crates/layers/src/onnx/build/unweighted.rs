@@ -53,11 +53,15 @@ impl<'g> Builder<'g> {
                         ),
                     ));
                 }
-                // Sizes are within `max_dim` (2^24), so these products cannot overflow.
+                // Saturating: a graph built in code has not been through the decoder's limits.
                 let same = |size: usize, kernel: usize, stride: usize, dilation: usize| {
                     let out = size.div_ceil(stride);
-                    let span = dilation * (kernel - 1) + 1;
-                    let total = (out.saturating_sub(1) * stride + span).saturating_sub(size);
+                    let span = dilation.saturating_mul(kernel - 1).saturating_add(1);
+                    let total = out
+                        .saturating_sub(1)
+                        .saturating_mul(stride)
+                        .saturating_add(span)
+                        .saturating_sub(size);
                     let before = if mode == "SAME_UPPER" {
                         total / 2
                     } else {
@@ -87,7 +91,9 @@ impl<'g> Builder<'g> {
         let stride = attrs.pair("strides", [1, 1])?;
         let dilation = attrs.pair("dilations", [1, 1])?;
         let pads = self.pads(&attrs, x, kernel, stride, dilation)?;
-        if pads[0] != pads[2] || pads[1] != pads[3] {
+        self.check_sizes(node, [&kernel[..], &stride, &dilation, &pads])?;
+        let [top, left, bottom, right] = pads;
+        if top != bottom || left != right {
             return Err(attrs.error(
                 "pads",
                 format!(
@@ -99,7 +105,7 @@ impl<'g> Builder<'g> {
         let mut params = Pool2dParams {
             kernel,
             stride,
-            padding: [pads[0], pads[1]],
+            padding: [top, left],
             dilation,
             ceil_mode: attrs.flag("ceil_mode", false)?,
             count_include_pad: false,

@@ -43,6 +43,7 @@ impl<'g> Builder<'g> {
             .filter(|&g| g > 0)
             .ok_or_else(|| attrs.error("group", format!("must be positive, got {groups}")))?;
         let padding = self.pads(&attrs, x, kernel, stride, dilation)?;
+        self.check_sizes(node, [&kernel[..], &stride, &dilation, &padding, &[groups]])?;
         let weight = self.float_tensor(node, w_name, w)?;
         let bias = match self.optional_constant(node, 2, "bias")? {
             None => None,
