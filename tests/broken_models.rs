@@ -481,3 +481,70 @@ fn missing_files_are_io_errors_naming_the_path() {
         "{error:?}"
     );
 }
+
+// ---------- numerical faults ----------
+
+/// `x[N, 3]` -> `hidden` (Linear 3 -> 2, small weights) -> ReLU -> `logits` (Linear 2 -> 2 with
+/// a row of weights 1e30).
+fn overflowing_model() -> Model<f32> {
+    use smoothgrad_autodiff::Tensor;
+    use smoothgrad_layers::{Layer, Node};
+    let linear = |w: Vec<f32>, dims: &[usize]| Layer::Linear {
+        weight: Tensor::from_vec(w, dims).unwrap(),
+        bias: None,
+    };
+    let nodes = vec![
+        Node {
+            name: "hidden".into(),
+            layer: linear(vec![0.5; 6], &[2, 3]),
+            inputs: vec![0],
+        },
+        Node {
+            name: "act".into(),
+            layer: Layer::Relu,
+            inputs: vec![1],
+        },
+        Node {
+            name: "logits".into(),
+            layer: linear(vec![1e30, 1e30, 1.0, 1.0], &[2, 2]),
+            inputs: vec![2],
+        },
+    ];
+    Model::new("overflow", &[3], nodes, 3).unwrap()
+}
+
+fn forward(model: &Model<f32>, x: Vec<f32>) -> Result<Vec<f32>, LayersError> {
+    let mut tape = smoothgrad_autodiff::Tape::new();
+    let n = x.len() / 3;
+    let x = tape.var(smoothgrad_autodiff::Tensor::from_vec(x, &[n, 3]).unwrap());
+    Ok(model.forward(&mut tape, &x)?.value().as_slice().to_vec())
+}
+
+#[test]
+fn overflowing_logits_name_the_layer_where_they_first_appear() {
+    let model = overflowing_model();
+    // hidden = 1.5e10 per unit; logits[0] = 3e40 (past f32::MAX), logits[1] = 3e10.
+    let error = forward(&model, vec![1e10; 6]).unwrap_err();
+    assert!(
+        matches!(&error, LayersError::NonFinite { layer, kind, count: 2, total: 4 } if layer == "logits" && kind == "Linear"),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        "non-finite value (NaN or ±Inf) first produced by layer 'logits' (Linear): 2 of 4 values"
+    );
+    // A NaN in the input is reported by the first layer that reads it, not later ones.
+    let error = forward(&model, vec![1.0, f32::NAN, 1.0]).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "non-finite value (NaN or ±Inf) first produced by layer 'hidden' (Linear): 2 of 2 values"
+    );
+}
+
+#[test]
+fn finite_models_are_unaffected_by_the_check() {
+    let logits = forward(&overflowing_model(), vec![1e-20, 2e-20, 3e-20]).unwrap();
+    // hidden = 0.5 * 6e-20 = 3e-20 per unit, logits = [6e10, 6e-20].
+    assert!((logits[0] - 6e10).abs() < 1e4, "{logits:?}");
+    assert!((logits[1] - 6e-20).abs() < 1e-25, "{logits:?}");
+}

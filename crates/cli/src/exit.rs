@@ -145,6 +145,8 @@ fn layers_status(e: &LayersError) -> Status {
         | LayersError::MissingWeight { .. }
         | LayersError::WeightShape { .. }
         | LayersError::WeightDType { .. } => Status::BadInput,
+        LayersError::Limit { .. } => Status::Limit,
+        LayersError::NonFinite { .. } => Status::Numerical,
         LayersError::Autodiff(e) => autodiff_status(e),
     }
 }

@@ -16,8 +16,13 @@
 //! `stride`, `padding`, `ceil_mode`, `count_include_pad`), `global_avg_pool2d`, `batch_norm2d`
 //! (`eps`, default 1e-5), `flatten` (`start_dim`, default 1), `add`, `concat` (`axis`, default
 //! 1), `softmax` (`axis`, default 1), `dropout` and `identity`.
+//!
+//! Every size the files declare (tensor shapes, the input, layer options, the number of layers,
+//! the shape each layer computes) is checked against [`LoadLimits`] before it is used.
+#![deny(clippy::indexing_slicing)]
 
 use crate::error::{LayersError, Result};
+use crate::limits::LoadLimits;
 use crate::model::{Layer, Model, Node};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::{Map, Value};
@@ -28,39 +33,114 @@ use std::path::Path;
 /// The `format` value this loader reads.
 pub const ARCH_FORMAT: &str = "smoothgrad-arch/1";
 
-/// Reads `weights` (safetensors) and `arch` (JSON) from disk and builds the model.
+/// The largest JSON architecture file read (a description of layers, not their weights).
+pub const MAX_ARCH_FILE_BYTES: u64 = 16 << 20;
+
+/// Reads `weights` (safetensors) and `arch` (JSON) from disk and builds the model, within the
+/// default [`LoadLimits`].
 pub fn load_safetensors_model(weights: &Path, arch: &Path) -> Result<Model<f32>> {
-    let read = |p: &Path| {
-        std::fs::read(p).map_err(|source| LayersError::Io {
+    load_safetensors_model_with_limits(weights, arch, &LoadLimits::default())
+}
+
+/// [`load_safetensors_model`] within `limits`: the weights file may hold at most
+/// `max_total_weight_bytes` plus its header, checked before it is read.
+pub fn load_safetensors_model_with_limits(
+    weights: &Path,
+    arch: &Path,
+    limits: &LoadLimits,
+) -> Result<Model<f32>> {
+    fn io(p: &Path) -> impl FnOnce(std::io::Error) -> LayersError + '_ {
+        move |source| LayersError::Io {
             path: p.to_path_buf(),
             source,
-        })
-    };
-    let (wbytes, abytes) = (read(weights)?, read(arch)?);
+        }
+    }
+    // The data plus room for the safetensors header (100 MB at most, the format's own bound).
+    let max_weights_file = limits.max_total_weight_bytes.saturating_add(100 << 20);
+    let size = std::fs::metadata(weights).map_err(io(weights))?.len();
+    if size > max_weights_file {
+        return Err(LoadLimits::exceeded(
+            &weights.display().to_string(),
+            "the file size in bytes (max_total_weight_bytes + 100 MB of header)",
+            "max_total_weight_bytes",
+            u128::from(size),
+            u128::from(max_weights_file),
+        ));
+    }
+    let arch_size = std::fs::metadata(arch).map_err(io(arch))?.len();
+    if arch_size > MAX_ARCH_FILE_BYTES {
+        return Err(LayersError::Arch {
+            source_name: arch.display().to_string(),
+            layer: "<file>".into(),
+            reason: format!(
+                "the file is {arch_size} bytes; an architecture is at most {MAX_ARCH_FILE_BYTES}"
+            ),
+        });
+    }
+    let wbytes = std::fs::read(weights).map_err(io(weights))?;
+    let abytes = std::fs::read(arch).map_err(io(arch))?;
     let arch_text = std::str::from_utf8(&abytes).map_err(|e| LayersError::Arch {
         source_name: arch.display().to_string(),
         layer: "<file>".into(),
         reason: format!("not UTF-8 text: {e}"),
     })?;
-    build_safetensors_model(
+    build_safetensors_model_with_limits(
         &wbytes,
         &weights.display().to_string(),
         arch_text,
         &arch.display().to_string(),
+        limits,
     )
 }
 
-/// Builds a model from safetensors bytes and JSON architecture text (names for messages).
+/// Builds a model from safetensors bytes and JSON architecture text (names for messages),
+/// within the default [`LoadLimits`].
 pub fn build_safetensors_model(
     weights: &[u8],
     weights_name: &str,
     arch: &str,
     arch_name: &str,
 ) -> Result<Model<f32>> {
+    build_safetensors_model_with_limits(
+        weights,
+        weights_name,
+        arch,
+        arch_name,
+        &LoadLimits::default(),
+    )
+}
+
+/// [`build_safetensors_model`] within `limits`: every tensor's shape and the total weight bytes
+/// are checked when the header is read, the architecture's sizes as each layer is built.
+pub fn build_safetensors_model_with_limits(
+    weights: &[u8],
+    weights_name: &str,
+    arch: &str,
+    arch_name: &str,
+    limits: &LoadLimits,
+) -> Result<Model<f32>> {
     let st = SafeTensors::deserialize(weights).map_err(|e| LayersError::Safetensors {
         source_name: weights_name.to_string(),
         reason: e.to_string(),
     })?;
+    let mut total_bytes = 0u64;
+    let mut names = st.names();
+    names.sort();
+    for name in names {
+        let view = st.tensor(name).map_err(|e| LayersError::Safetensors {
+            source_name: weights_name.to_string(),
+            reason: format!("tensor `{name}`: {e}"),
+        })?;
+        limits.check_shape(
+            weights_name,
+            &format!("tensor `{name}`"),
+            view.shape(),
+            "max_tensor_elements",
+            limits.max_tensor_elements,
+        )?;
+        let bytes = view.data().len() as u64;
+        limits.add_weight_bytes(weights_name, name, &mut total_bytes, bytes)?;
+    }
     let doc: Value = serde_json::from_str(arch).map_err(|e| LayersError::Arch {
         source_name: arch_name.to_string(),
         layer: "<file>".into(),
@@ -70,6 +150,7 @@ pub fn build_safetensors_model(
         st: &st,
         weights_name,
         arch_name,
+        limits,
     }
     .build(&doc)
 }
@@ -90,6 +171,7 @@ struct Builder<'a> {
     st: &'a SafeTensors<'a>,
     weights_name: &'a str,
     arch_name: &'a str,
+    limits: &'a LoadLimits,
 }
 
 impl Builder<'_> {
@@ -121,6 +203,14 @@ impl Builder<'_> {
                 format!("\"input\" {input:?} must be a non-empty list of positive sizes"),
             ));
         }
+        let input_shape: Vec<usize> = [&[1], input.as_slice()].concat();
+        self.limits.check_shape(
+            self.arch_name,
+            "the input",
+            &input_shape,
+            "max_input_elements",
+            self.limits.max_input_elements,
+        )?;
         let specs = top
             .get("layers")
             .and_then(Value::as_array)
@@ -128,8 +218,9 @@ impl Builder<'_> {
         if specs.is_empty() {
             return Err(self.arch_err("<file>", "\"layers\" is empty"));
         }
+        self.limits.check_nodes(self.arch_name, specs.len())?;
         let mut ids: HashMap<String, usize> = HashMap::from([("input".to_string(), 0)]);
-        let mut shapes: Vec<Vec<usize>> = vec![[&[1], input.as_slice()].concat()];
+        let mut shapes: Vec<Vec<usize>> = vec![input_shape];
         let mut nodes = Vec::with_capacity(specs.len());
         for (k, spec) in specs.iter().enumerate() {
             let obj = spec
@@ -159,19 +250,30 @@ impl Builder<'_> {
                     );
                 }
             };
-            // Checked before indexing: `"inputs": []` must be an error, not a panic.
+            // Checked before reading shapes: `"inputs": []` must be an error, not a panic.
             if let Some(n) = layer_arity_mismatch(obj, &inputs) {
                 return Err(self.arch_err(&id, n));
             }
-            let in_shape = shapes[inputs[0]].clone();
+            // Every id maps to an earlier value, whose shape is already known.
+            let ins: Vec<&[usize]> = inputs
+                .iter()
+                .filter_map(|&i| shapes.get(i).map(Vec::as_slice))
+                .collect();
+            let in_shape = ins.first().map(|s| s.to_vec()).unwrap_or_default();
             let layer = self.layer(&id, name.as_deref(), obj, &in_shape)?;
             // Infer the output shape now: later layers' expected weight shapes depend on it.
-            let ins: Vec<&[usize]> = inputs.iter().map(|&i| shapes[i].as_slice()).collect();
             let out = layer.infer(&ins).map_err(|reason| LayersError::Graph {
                 source_name: self.arch_name.to_string(),
                 node: id.clone(),
                 reason: format!("{}: {reason}", layer.kind()),
             })?;
+            self.limits.check_shape(
+                self.arch_name,
+                &format!("the output of layer `{id}`"),
+                &out,
+                "max_value_elements",
+                self.limits.max_value_elements,
+            )?;
             shapes.push(out);
             if ids.insert(id.clone(), k + 1).is_some() {
                 return Err(self.arch_err(&id, "this id is used twice"));
@@ -216,24 +318,26 @@ impl Builder<'_> {
             "conv2d" => {
                 let groups = self.usize_or(id, o, "groups", 1)?;
                 let w = self.weight(&weight_name("weight")?)?;
-                let wd = w.dims().to_vec();
                 let expected_in = channels.checked_div(groups).unwrap_or(0);
-                if wd.len() != 4 || wd[1] != expected_in {
-                    return Err(LayersError::WeightShape {
-                        source_name: self.weights_name.to_string(),
-                        tensor: weight_name("weight")?,
-                        expected: format!(
-                            "[out, {expected_in}, kH, kW] for input {in_shape:?} with groups {groups}"
-                        ),
-                        found: wd,
-                    });
-                }
-                let bias = self.bias(&weight_name("bias")?, wd[0])?;
-                let padding = match self.usizes_opt(id, o.get("padding"), "padding")? {
+                let out_channels = match *w.dims() {
+                    [out, c, _, _] if c == expected_in => out,
+                    _ => {
+                        return Err(LayersError::WeightShape {
+                            source_name: self.weights_name.to_string(),
+                            tensor: weight_name("weight")?,
+                            expected: format!(
+                                "[out, {expected_in}, kH, kW] for input {in_shape:?} with groups {groups}"
+                            ),
+                            found: w.dims().to_vec(),
+                        });
+                    }
+                };
+                let bias = self.bias(&weight_name("bias")?, out_channels)?;
+                let padding = match self.usizes_opt(id, o.get("padding"), "padding")?.as_deref() {
                     None => [0; 4],
-                    Some(p) if p.len() == 1 => [p[0]; 4],
-                    Some(p) if p.len() == 2 => [p[0], p[1], p[0], p[1]],
-                    Some(p) if p.len() == 4 => [p[0], p[1], p[2], p[3]],
+                    Some(&[p]) => [p; 4],
+                    Some(&[h, w]) => [h, w, h, w],
+                    Some(&[t, l, b, r]) => [t, l, b, r],
                     Some(p) => {
                         return Err(
                             self.arch_err(id, format!("padding {p:?} needs 1, 2 or 4 numbers"))
@@ -254,22 +358,13 @@ impl Builder<'_> {
             "linear" => {
                 let w = self.weight(&weight_name("weight")?)?;
                 let in_f = in_shape.last().copied().unwrap_or(0);
-                if w.dims().len() != 2 || w.dims()[1] != in_f {
-                    return Err(LayersError::WeightShape {
-                        source_name: self.weights_name.to_string(),
-                        tensor: weight_name("weight")?,
-                        expected: format!(
-                            "[out, {in_f}] for input {in_shape:?}{}",
-                            if in_shape.len() > 2 {
-                                " (flatten first?)"
-                            } else {
-                                ""
-                            }
-                        ),
-                        found: w.dims().to_vec(),
-                    });
+                let &[out_features, w_in] = w.dims() else {
+                    return Err(self.linear_shape_error(&weight_name("weight")?, in_shape, &w));
+                };
+                if w_in != in_f {
+                    return Err(self.linear_shape_error(&weight_name("weight")?, in_shape, &w));
                 }
-                let bias = self.bias(&weight_name("bias")?, w.dims()[0])?;
+                let bias = self.bias(&weight_name("bias")?, out_features)?;
                 Layer::Linear { weight: w, bias }
             }
             "batch_norm2d" => {
@@ -341,6 +436,21 @@ impl Builder<'_> {
         })
     }
 
+    fn linear_shape_error(&self, tensor: &str, in_shape: &[usize], w: &Tensor<f32>) -> LayersError {
+        let in_f = in_shape.last().copied().unwrap_or(0);
+        let hint = if in_shape.len() > 2 {
+            " (flatten first?)"
+        } else {
+            ""
+        };
+        LayersError::WeightShape {
+            source_name: self.weights_name.to_string(),
+            tensor: tensor.to_string(),
+            expected: format!("[out, {in_f}] for input {in_shape:?}{hint}"),
+            found: w.dims().to_vec(),
+        }
+    }
+
     fn weight(&self, tensor: &str) -> Result<Tensor<f32>> {
         let view = self
             .st
@@ -349,21 +459,26 @@ impl Builder<'_> {
                 source_name: self.weights_name.to_string(),
                 tensor: tensor.to_string(),
             })?;
+        // The safetensors reader checked that the data holds exactly shape x dtype bytes.
         let data = view.data();
         let values: Vec<f32> = match view.dtype() {
             Dtype::F32 => data
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .as_chunks::<4>()
+                .0
+                .iter()
+                .map(|b| f32::from_le_bytes(*b))
                 .collect(),
             Dtype::F64 => data
-                .chunks_exact(8)
-                .map(|b| {
-                    f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32
-                })
+                .as_chunks::<8>()
+                .0
+                .iter()
+                .map(|b| f64::from_le_bytes(*b) as f32)
                 .collect(),
             Dtype::BF16 => data
-                .chunks_exact(2)
-                .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))
+                .as_chunks::<2>()
+                .0
+                .iter()
+                .map(|b| f32::from_bits(u32::from(u16::from_le_bytes(*b)) << 16))
                 .collect(),
             other => {
                 return Err(LayersError::WeightDType {
@@ -404,14 +519,19 @@ impl Builder<'_> {
                 format!("\"{key}\" must be a non-negative integer or a list of them"),
             )
         };
+        let size = |x: &Value| -> Result<usize> {
+            let u = x.as_u64().ok_or_else(bad)?;
+            self.limits.check_size(
+                self.arch_name,
+                &format!("layer `{id}`, \"{key}\""),
+                u128::from(u),
+            )?;
+            usize::try_from(u).map_err(|_| bad())
+        };
         match v {
             None => Ok(None),
-            Some(Value::Number(n)) => Ok(Some(vec![n.as_u64().ok_or_else(bad)? as usize])),
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|x| x.as_u64().map(|u| u as usize).ok_or_else(bad))
-                .collect::<Result<Vec<_>>>()
-                .map(Some),
+            Some(Value::Array(a)) => a.iter().map(size).collect::<Result<Vec<_>>>().map(Some),
+            Some(x @ Value::Number(_)) => Ok(Some(vec![size(x)?])),
             Some(_) => Err(bad()),
         }
     }
@@ -435,12 +555,21 @@ impl Builder<'_> {
     fn usize_or(&self, id: &str, o: &Map<String, Value>, key: &str, d: usize) -> Result<usize> {
         match o.get(key) {
             None => Ok(d),
-            Some(v) => v.as_u64().map(|u| u as usize).ok_or_else(|| {
-                self.arch_err(
-                    id,
-                    format!("\"{key}\" must be a non-negative integer, got {v}"),
-                )
-            }),
+            Some(v) => {
+                let bad = || {
+                    self.arch_err(
+                        id,
+                        format!("\"{key}\" must be a non-negative integer, got {v}"),
+                    )
+                };
+                let u = v.as_u64().ok_or_else(bad)?;
+                self.limits.check_size(
+                    self.arch_name,
+                    &format!("layer `{id}`, \"{key}\""),
+                    u128::from(u),
+                )?;
+                usize::try_from(u).map_err(|_| bad())
+            }
         }
     }
 

@@ -173,6 +173,34 @@ pub enum LayersError {
         tensor: String,
         dtype: String,
     },
+    /// A size the file declares is over a [`LoadLimits`](crate::LoadLimits) bound; nothing was
+    /// allocated for it.
+    #[error("{source_name}: {what}: {value} exceeds the limit {limit} = {max}")]
+    Limit {
+        source_name: String,
+        /// What the size belongs to: a tensor and its shape, a layer option, the graph.
+        what: String,
+        /// The name of the [`LoadLimits`](crate::LoadLimits) field.
+        limit: &'static str,
+        /// The declared size (`u64::MAX` when it does not even fit in 64 bits).
+        value: u64,
+        max: u64,
+    },
+    /// A layer produced NaN or an infinity (e.g. logits that overflow f32), found when the
+    /// forward pass checks each layer's output.
+    #[error(
+        "non-finite value (NaN or ±Inf) first produced by layer '{layer}' ({kind}): {count} of {total} values"
+    )]
+    NonFinite {
+        /// The node name from the file (ONNX node name, JSON layer id).
+        layer: String,
+        /// The layer type, e.g. `linear`.
+        kind: String,
+        /// How many values of the layer's output are not finite.
+        count: usize,
+        /// How many values the output has.
+        total: usize,
+    },
     /// An error from the autodiff engine while building or running layers.
     #[error(transparent)]
     Autodiff(#[from] smoothgrad_autodiff::Error),

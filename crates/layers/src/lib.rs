@@ -26,14 +26,24 @@
 //! assert_eq!(grads.get(&x).unwrap().dims(), &[1, 1, 8, 8]);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! Models come from files users send, so nothing here may panic on them: unwrap, expect and
+//! panic are denied crate-wide, indexing in the loaders, and every size a file declares is
+//! checked against [`LoadLimits`] before it is used (see `docs/reliability.md`).
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod arch;
 pub mod error;
+pub mod limits;
 pub mod model;
 #[cfg(feature = "onnx")]
 pub mod onnx;
 
-pub use arch::{build_safetensors_model, load_safetensors_model};
+pub use arch::{
+    build_safetensors_model, build_safetensors_model_with_limits, load_safetensors_model,
+    load_safetensors_model_with_limits,
+};
 pub use error::{LayersError, Result};
+pub use limits::LoadLimits;
 pub use model::{FlopCount, Layer, Model, Node};
 pub mod train;

@@ -80,6 +80,27 @@ impl<T: Float> Layer<T> {
         }
     }
 
+    /// The layer's type as the variant is named (`Linear`, `Conv2d`, ...), for messages that name
+    /// a layer by its file name and its type.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Layer::Conv2d { .. } => "Conv2d",
+            Layer::Linear { .. } => "Linear",
+            Layer::Relu => "Relu",
+            Layer::Clamp { .. } => "Clamp",
+            Layer::MaxPool2d(_) => "MaxPool2d",
+            Layer::AvgPool2d(_) => "AvgPool2d",
+            Layer::GlobalAvgPool => "GlobalAvgPool",
+            Layer::BatchNorm { .. } => "BatchNorm",
+            Layer::Flatten { .. } => "Flatten",
+            Layer::Reshape { .. } => "Reshape",
+            Layer::Add => "Add",
+            Layer::Concat { .. } => "Concat",
+            Layer::Softmax { .. } => "Softmax",
+            Layer::Identity => "Identity",
+        }
+    }
+
     fn arity(&self) -> Option<usize> {
         match self {
             Layer::Add => Some(2),
@@ -140,8 +161,15 @@ impl<T: Float> Layer<T> {
 
     /// The output shape for inputs of the given shapes (batch axis included), or why not.
     pub(crate) fn infer(&self, ins: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
-        let x = ins[0];
+        let Some(&x) = ins.first() else {
+            return Err("has no input".to_owned());
+        };
         let err = |e: smoothgrad_autodiff::Error| e.to_string();
+        let product = |dims: &[usize]| {
+            dims.iter()
+                .try_fold(1usize, |n, &d| n.checked_mul(d))
+                .ok_or_else(|| format!("the element count of {dims:?} overflows"))
+        };
         Ok(match self {
             Layer::Conv2d {
                 weight,
@@ -226,32 +254,31 @@ impl<T: Float> Layer<T> {
                         x.len()
                     ));
                 }
-                let mut d = x[..*start_dim].to_vec();
-                d.push(x[*start_dim..].iter().product());
+                let (kept, merged) = x.split_at(*start_dim);
+                let mut d = kept.to_vec();
+                d.push(product(merged)?);
                 d
             }
             Layer::Reshape { sample_dims } => {
-                let have: usize = x[1..].iter().product();
-                let want: usize = sample_dims.iter().product();
-                if have != want {
+                let Some((&batch, sample)) = x.split_first() else {
+                    return Err("input has no batch axis".to_owned());
+                };
+                if product(sample)? != product(sample_dims)? {
                     return Err(format!(
-                        "cannot reshape samples of shape {:?} to {sample_dims:?}",
-                        &x[1..]
+                        "cannot reshape samples of shape {sample:?} to {sample_dims:?}"
                     ));
                 }
-                let mut d = vec![x[0]];
+                let mut d = vec![batch];
                 d.extend(sample_dims);
                 d
             }
-            Layer::Add => {
-                if ins[0] != ins[1] {
-                    return Err(format!(
-                        "adds inputs of different shapes {:?} and {:?}",
-                        ins[0], ins[1]
-                    ));
+            Layer::Add => match ins {
+                [a, b] if a == b => x.to_vec(),
+                [a, b] => {
+                    return Err(format!("adds inputs of different shapes {a:?} and {b:?}"));
                 }
-                x.to_vec()
-            }
+                _ => return Err(format!("an add takes 2 inputs, got {}", ins.len())),
+            },
             Layer::Concat { axis } => {
                 let mut d = x.to_vec();
                 if *axis == 0 || *axis >= d.len() {
@@ -264,7 +291,9 @@ impl<T: Float> Layer<T> {
                     if !same {
                         return Err(format!("inputs {:?} and {i:?} differ off axis {axis}", x));
                     }
-                    d[*axis] += i[*axis];
+                    d[*axis] = d[*axis]
+                        .checked_add(i[*axis])
+                        .ok_or_else(|| format!("concatenated size along axis {axis} overflows"))?;
                 }
                 d
             }
@@ -364,6 +393,21 @@ impl<T: Float> Layer<T> {
             Layer::Identity => Ok(x.clone()),
         }
     }
+}
+
+/// Fails with [`LayersError::NonFinite`] when `value`, the output of `node`, holds a NaN or an
+/// infinity: one pass that counts them all (an overflow rarely stops at one value).
+fn check_finite<T: Float>(node: &Node<T>, value: &Tensor<T>) -> Result<()> {
+    let values = value.as_slice();
+    if values.iter().all(|v| v.is_finite()) {
+        return Ok(());
+    }
+    Err(LayersError::NonFinite {
+        layer: node.name.clone(),
+        kind: node.layer.type_name().to_owned(),
+        count: values.iter().filter(|v| !v.is_finite()).count(),
+        total: values.len(),
+    })
 }
 
 /// A named layer and the values it reads (0 = model input, k + 1 = output of node k).
@@ -518,23 +562,26 @@ impl<T: Float> Model<T> {
     /// graph: convolutions and linear layers 2 per multiply-add (their dX costs the same as their
     /// forward), every other layer 1 per output element each way.
     pub fn flops_per_sample(&self) -> FlopCount {
+        // Saturating: a model built from a file may declare sizes whose FLOPs overflow u64.
+        let count = |dims: &[usize]| dims.iter().fold(1u64, |n, &d| n.saturating_mul(d as u64));
         let mut f = FlopCount::default();
-        for (k, node) in self.nodes.iter().enumerate() {
-            let out: u64 = self.value_dims[k + 1].iter().product::<usize>() as u64;
+        for (node, out) in self.nodes.iter().zip(self.value_dims.iter().skip(1)) {
+            let out = count(out);
+            let multiply_adds = |per_out: u64| 2u64.saturating_mul(out).saturating_mul(per_out);
             let (fwd, bwd) = match &node.layer {
                 Layer::Conv2d { weight, .. } => {
-                    let per_out: u64 = weight.dims()[1..].iter().product::<usize>() as u64;
-                    (2 * out * per_out, 2 * out * per_out)
+                    let per_out = multiply_adds(count(weight.dims().get(1..).unwrap_or(&[])));
+                    (per_out, per_out)
                 }
                 Layer::Linear { weight, .. } => {
-                    let in_f = weight.dims()[1] as u64;
-                    (2 * out * in_f, 2 * out * in_f)
+                    let per_out = multiply_adds(count(weight.dims().get(1..).unwrap_or(&[])));
+                    (per_out, per_out)
                 }
                 Layer::Identity | Layer::Flatten { .. } | Layer::Reshape { .. } => (0, 0),
                 _ => (out, out),
             };
-            f.forward += fwd;
-            f.input_backward += bwd;
+            f.forward = f.forward.saturating_add(fwd);
+            f.input_backward = f.input_backward.saturating_add(bwd);
         }
         f
     }
@@ -574,20 +621,29 @@ impl<T: Float> Model<T> {
                 values.len()
             )));
         }
-        let mut given = values.iter();
-        for node in &mut self.nodes {
-            let name = node.name.clone();
-            for slot in node.layer.parameters_mut() {
-                let v = given.next().expect("count checked");
-                if v.dims() != slot.dims() {
-                    return Err(mismatch(format!(
-                        "a parameter of `{name}` has shape {:?}, given {:?}",
-                        slot.dims(),
-                        v.dims()
-                    )));
-                }
-                *slot = v.clone();
+        // Every shape is checked before anything is replaced: a mismatch changes nothing.
+        let current = self.nodes.iter().flat_map(|node| {
+            node.layer
+                .parameters()
+                .into_iter()
+                .map(move |(_, t)| (node.name.as_str(), t))
+        });
+        for ((name, slot), v) in current.zip(values) {
+            if v.dims() != slot.dims() {
+                return Err(mismatch(format!(
+                    "a parameter of `{name}` has shape {:?}, given {:?}",
+                    slot.dims(),
+                    v.dims()
+                )));
             }
+        }
+        let slots = self
+            .nodes
+            .iter_mut()
+            .flat_map(|node| node.layer.parameters_mut());
+        // The counts were compared above, so the zip pairs every slot with a value.
+        for (slot, v) in slots.zip(values) {
+            *slot = v.clone();
         }
         Ok(())
     }
@@ -618,28 +674,42 @@ impl<T: Float> Model<T> {
     }
 
     fn run(&self, tape: &mut Tape<T>, x: &Var<T>, params: Option<&[Var<T>]>) -> Result<Var<T>> {
-        if x.dims().len() != self.input_dims.len() + 1 || x.dims()[1..] != self.input_dims[..] {
+        if x.dims().get(1..) != Some(&self.input_dims[..]) {
             return Err(LayersError::InputShape {
                 expected: self.input_dims.clone(),
                 found: x.dims().to_vec(),
             });
         }
+        // A value that is missing where `Model::new` proved it present: an internal error, not
+        // a panic, should the invariant ever break.
+        let missing = |node: &str, what: String| LayersError::Graph {
+            source_name: "forward".into(),
+            node: node.to_string(),
+            reason: what,
+        };
         let mut values: Vec<Option<Var<T>>> = vec![None; self.nodes.len() + 1];
-        values[0] = Some(x.clone());
+        if let Some(input) = values.first_mut() {
+            *input = Some(x.clone());
+        }
         let mut next_param = 0;
         for (k, node) in self.nodes.iter().enumerate() {
             let count = node.layer.parameters().len();
-            let layer_params = params.map(|p| &p[next_param..next_param + count]);
+            let layer_params = match params {
+                None => None,
+                Some(p) => Some(p.get(next_param..next_param + count).ok_or_else(|| {
+                    missing(&node.name, format!("parameters {next_param}.. not given"))
+                })?),
+            };
             next_param += count;
-            let ins: Vec<&Var<T>> = node
-                .inputs
-                .iter()
-                .map(|&i| {
-                    values[i]
-                        .as_ref()
-                        .expect("validated: inputs precede their reader")
-                })
-                .collect();
+            let ins: Vec<&Var<T>> =
+                node.inputs
+                    .iter()
+                    .map(|&i| {
+                        values.get(i).and_then(Option::as_ref).ok_or_else(|| {
+                            missing(&node.name, format!("value {i} is not computed"))
+                        })
+                    })
+                    .collect::<Result<_>>()?;
             let out = node
                 .layer
                 .forward_with(tape, &ins, layer_params.filter(|p| !p.is_empty()))
@@ -647,14 +717,22 @@ impl<T: Float> Model<T> {
                     node: node.name.clone(),
                     source: e,
                 })?;
-            values[k + 1] = Some(out);
+            check_finite(node, out.value())?;
+            if let Some(slot) = values.get_mut(k + 1) {
+                *slot = Some(out);
+            }
             for &i in &node.inputs {
-                if self.last_use[i] == k {
-                    values[i] = None;
+                if self.last_use.get(i) == Some(&k)
+                    && let Some(slot) = values.get_mut(i)
+                {
+                    *slot = None;
                 }
             }
         }
-        Ok(values[self.output].take().expect("validated output"))
+        values
+            .get_mut(self.output)
+            .and_then(Option::take)
+            .ok_or_else(|| missing("<output>", format!("value {} is not computed", self.output)))
     }
 
     /// Folds each inference batch norm that directly follows a convolution (and is its only
@@ -701,7 +779,10 @@ impl<T: Float> Model<T> {
                     (b0 - mean.as_slice()[o]) * scale[o] + beta.as_slice()[o]
                 })
                 .collect();
-            let b = Tensor::from_vec(b, &[out_c]).expect("bias of out_c values");
+            // `b` has one value per output channel; a failure leaves this batch norm unfolded.
+            let Ok(b) = Tensor::from_vec(b, &[out_c]) else {
+                continue;
+            };
             if let Layer::Conv2d { weight, bias, .. } = &mut self.nodes[src - 1].layer {
                 *weight = w;
                 *bias = Some(b);

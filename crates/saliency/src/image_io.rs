@@ -15,11 +15,15 @@
 //! assert!(x.as_slice().iter().all(|v| v.abs() < 0.01));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! The picture's dimensions are read from its header and checked against [`ImageLimits`] before
+//! any pixel is decoded, so a small file that claims a huge picture costs nothing.
+#![deny(clippy::indexing_slicing)]
 
 use crate::error::{Result, SaliencyError};
 use crate::npy::write_atomically;
 use image::imageops::FilterType;
-use image::{DynamicImage, ImageBuffer, ImageReader, Pixel, RgbImage};
+use image::{DynamicImage, ImageBuffer, ImageDecoder, ImageReader, Limits, Pixel, RgbImage};
 use smoothgrad_autodiff::Tensor;
 use std::io::Cursor;
 use std::path::Path;
@@ -30,6 +34,28 @@ pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg"];
 /// The largest side a resize may ask for.
 pub const MAX_SIDE: usize = 1 << 14;
 
+/// The largest picture decoded: checked from the header, before decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageLimits {
+    /// Widest picture, in pixels.
+    pub max_width: u32,
+    /// Tallest picture, in pixels.
+    pub max_height: u32,
+    /// Most pixels (width × height).
+    pub max_pixels: u64,
+}
+
+impl Default for ImageLimits {
+    /// 16384 pixels a side and 2^26 pixels (64 Mpx: 768 MiB once converted to f32 RGB).
+    fn default() -> Self {
+        ImageLimits {
+            max_width: 1 << 14,
+            max_height: 1 << 14,
+            max_pixels: 1 << 26,
+        }
+    }
+}
+
 /// How a picture becomes a model input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageOptions {
@@ -39,18 +65,39 @@ pub struct ImageOptions {
     pub resize: Option<[usize; 2]>,
 }
 
-/// Reads a PNG or JPEG file as `[C, H, W]` with values in [0, 1] (see [`ImageOptions`]).
+/// Reads a PNG or JPEG file as `[C, H, W]` with values in [0, 1] (see [`ImageOptions`]), within
+/// the default [`ImageLimits`].
 pub fn load_image(path: &Path, options: &ImageOptions) -> Result<Tensor<f32>> {
+    load_image_with_limits(path, options, &ImageLimits::default())
+}
+
+/// [`load_image`] within `limits`.
+pub fn load_image_with_limits(
+    path: &Path,
+    options: &ImageOptions,
+    limits: &ImageLimits,
+) -> Result<Tensor<f32>> {
     let bytes = std::fs::read(path).map_err(|source| SaliencyError::Io {
         action: "read",
         path: path.to_path_buf(),
         source,
     })?;
-    decode_image(&bytes, path, options)
+    decode_image_with_limits(&bytes, path, options, limits)
 }
 
-/// Decodes the bytes of a PNG or JPEG picture; `path` names it in messages.
+/// Decodes the bytes of a PNG or JPEG picture within the default [`ImageLimits`]; `path` names
+/// it in messages.
 pub fn decode_image(bytes: &[u8], path: &Path, options: &ImageOptions) -> Result<Tensor<f32>> {
+    decode_image_with_limits(bytes, path, options, &ImageLimits::default())
+}
+
+/// [`decode_image`] within `limits`: the dimensions in the header are checked before decoding.
+pub fn decode_image_with_limits(
+    bytes: &[u8],
+    path: &Path,
+    options: &ImageOptions,
+    limits: &ImageLimits,
+) -> Result<Tensor<f32>> {
     let fail = |reason: String| SaliencyError::Image {
         path: path.to_path_buf(),
         reason,
@@ -69,10 +116,32 @@ pub fn decode_image(bytes: &[u8], path: &Path, options: &ImageOptions) -> Result
             reason: format!("{h},{w}: each side must be between 1 and {MAX_SIDE}"),
         });
     }
-    let image = ImageReader::new(Cursor::new(bytes))
+    let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|e| fail(format!("cannot read the image: {e}")))?
-        .decode()
+        .map_err(|e| fail(format!("cannot read the image: {e}")))?;
+    // The decoder enforces the side limits too, and bounds what it allocates besides the pixels.
+    let mut decoder_limits = Limits::default();
+    decoder_limits.max_image_width = Some(limits.max_width);
+    decoder_limits.max_image_height = Some(limits.max_height);
+    decoder_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).max(1 << 26));
+    reader.limits(decoder_limits);
+    let over = |size: String| {
+        format!(
+            "the picture is {size}, over the limit of {}x{} and {} pixels",
+            limits.max_width, limits.max_height, limits.max_pixels
+        )
+    };
+    let decoder = reader.into_decoder().map_err(|e| match e {
+        // The header's size is over the side limits given to the decoder.
+        image::ImageError::Limits(_) => fail(over(format!("too large ({e})"))),
+        e => fail(format!("cannot read the image: {e}")),
+    })?;
+    let (width, height) = decoder.dimensions();
+    let pixels = u64::from(width) * u64::from(height);
+    if width > limits.max_width || height > limits.max_height || pixels > limits.max_pixels {
+        return Err(fail(over(format!("{width}x{height} pixels"))));
+    }
+    let image = DynamicImage::from_decoder(decoder)
         .map_err(|e| fail(format!("cannot decode the image: {e}")))?;
     if options.channels == 1 {
         to_tensor(resized(image.to_luma32f(), options.resize))
@@ -103,12 +172,15 @@ where
     let (w, h) = (image.width() as usize, image.height() as usize);
     let c = usize::from(P::CHANNEL_COUNT);
     let hwc = image.into_raw();
-    let mut chw = vec![0.0f32; hwc.len()];
-    for (i, px) in hwc.chunks_exact(c).enumerate() {
-        for (k, &v) in px.iter().enumerate() {
-            chw[k * h * w + i] = v.clamp(0.0, 1.0);
-        }
-    }
+    // Plane k takes every c-th value from k on (c is 1 or 3, never 0).
+    let chw: Vec<f32> = (0..c)
+        .flat_map(|k| {
+            hwc.iter()
+                .skip(k)
+                .step_by(c.max(1))
+                .map(|v| v.clamp(0.0, 1.0))
+        })
+        .collect();
     Ok(Tensor::from_vec(chw, &[c, h, w])?)
 }
 
@@ -128,12 +200,12 @@ pub fn normalize(image: &Tensor<f32>, mean: &[f32], std: &[f32]) -> Result<Tenso
                 reason: format!("{values:?} holds a value that is not finite"),
             });
         }
-        match values.len() {
-            1 => Ok(vec![values[0]; *c]),
-            n if n == *c => Ok(values.to_vec()),
-            n => Err(SaliencyError::Option {
+        match *values {
+            [value] => Ok(vec![value; *c]),
+            _ if values.len() == *c => Ok(values.to_vec()),
+            _ => Err(SaliencyError::Option {
                 option,
-                reason: format!("{n} values given for an image of {c} channels"),
+                reason: format!("{} values given for an image of {c} channels", values.len()),
             }),
         }
     };
@@ -147,9 +219,9 @@ pub fn normalize(image: &Tensor<f32>, mean: &[f32], std: &[f32]) -> Result<Tenso
     }
     let plane = h * w;
     let mut out = image.as_slice().to_vec();
-    for (k, values) in out.chunks_mut(plane.max(1)).enumerate().take(*c) {
+    for ((values, m), s) in out.chunks_mut(plane.max(1)).zip(&mean).zip(&std) {
         for v in values {
-            *v = (*v - mean[k]) / std[k];
+            *v = (*v - m) / s;
         }
     }
     Ok(Tensor::from_vec(out, dims)?)

@@ -6,7 +6,9 @@
 //! literal it is, its length is bounded, the element count is computed with checked
 //! multiplication and the data length is checked against the shape before anything the size of
 //! the data is allocated, so a hostile header cannot make us reserve memory the file does not
-//! hold. Writes `<f4` in version 1.0 (2.0 for huge headers), atomically.
+//! hold. The element count is also bounded ([`MAX_NPY_ELEMENTS`] by default, any bound through
+//! [`read_npy_with_limit`] / [`decode_npy_with_limit`]). Writes `<f4` in version 1.0 (2.0 for huge
+//! headers), atomically.
 //!
 //! ```
 //! use smoothgrad_autodiff::Tensor;
@@ -18,6 +20,7 @@
 //! assert_eq!(decode_npy(&bytes)?, t);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+#![deny(clippy::indexing_slicing)]
 
 use crate::error::{Result, SaliencyError};
 use smoothgrad_autodiff::Tensor;
@@ -31,6 +34,10 @@ const MAGIC: &[u8; 6] = b"\x93NUMPY";
 /// The longest header read, in bytes. NumPy itself refuses headers over 10 000 bytes unless
 /// told otherwise; no float array of a sane rank comes close to this.
 pub const MAX_HEADER_LEN: usize = 1 << 16;
+
+/// The most elements [`read_npy`] and [`decode_npy`] accept: 2^28 (1 GiB of float32), far above
+/// any picture or attribution map, far below what would exhaust a server's memory.
+pub const MAX_NPY_ELEMENTS: u64 = 1 << 28;
 
 /// What is wrong with a `.npy` file (the error names the file around it).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -72,13 +79,27 @@ pub enum NpyProblem {
         expected: u64,
         found: u64,
     },
+    /// A shape with more elements than the reader's limit (checked before reading the data).
+    #[error("shape {shape:?} holds {elements} elements, over the limit of {max}")]
+    TooLarge {
+        shape: Vec<usize>,
+        elements: u64,
+        max: u64,
+    },
     /// A float64 value too large for float32.
     #[error("float64 value {value} at element {index} is outside the float32 range")]
     OutOfRange { value: f64, index: usize },
 }
 
-/// Reads a `.npy` file of float32 or float64 values into a float32 tensor of its shape.
+/// Reads a `.npy` file of float32 or float64 values into a float32 tensor of its shape, of at
+/// most [`MAX_NPY_ELEMENTS`] elements.
 pub fn read_npy(path: &Path) -> Result<Tensor<f32>> {
+    read_npy_with_limit(path, MAX_NPY_ELEMENTS)
+}
+
+/// [`read_npy`] for arrays of at most `max_elements` elements; a larger declared shape is
+/// [`NpyProblem::TooLarge`] before any data is read.
+pub fn read_npy_with_limit(path: &Path, max_elements: u64) -> Result<Tensor<f32>> {
     let io = |source| SaliencyError::Io {
         action: "read",
         path: path.to_path_buf(),
@@ -86,14 +107,22 @@ pub fn read_npy(path: &Path) -> Result<Tensor<f32>> {
     };
     let file = File::open(path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();
-    read_from(std::io::BufReader::new(file), len)
+    read_from(std::io::BufReader::new(file), len, max_elements)
         .map_err(|e| e.into_error(path))
         .and_then(|(data, dims)| Tensor::from_vec(data, &dims).map_err(SaliencyError::from))
 }
 
 /// Decodes the bytes of a `.npy` file (see [`read_npy`]).
 pub fn decode_npy(bytes: &[u8]) -> std::result::Result<Tensor<f32>, NpyProblem> {
-    let (data, dims) = read_from(bytes, bytes.len() as u64).map_err(|e| match e {
+    decode_npy_with_limit(bytes, MAX_NPY_ELEMENTS)
+}
+
+/// [`decode_npy`] for arrays of at most `max_elements` elements.
+pub fn decode_npy_with_limit(
+    bytes: &[u8],
+    max_elements: u64,
+) -> std::result::Result<Tensor<f32>, NpyProblem> {
+    let (data, dims) = read_from(bytes, bytes.len() as u64, max_elements).map_err(|e| match e {
         ReadError::Problem(p) => p,
         // A byte slice only fails to read past its end.
         ReadError::Io(_) => NpyProblem::Truncated,
@@ -231,17 +260,21 @@ enum Dtype {
 fn read_from(
     mut r: impl Read,
     total_len: u64,
+    max_elements: u64,
 ) -> std::result::Result<(Vec<f32>, Vec<usize>), ReadError> {
-    let mut magic = [0u8; 8];
-    read_header_bytes(&mut r, &mut magic).map_err(|e| match e {
-        // A file shorter than the magic string is simply not a .npy file.
-        ReadError::Problem(NpyProblem::Truncated) => ReadError::Problem(NpyProblem::NotNpy),
-        e => e,
-    })?;
-    if &magic[..6] != MAGIC {
+    let mut magic = [0u8; 6];
+    let mut version = [0u8; 2];
+    read_header_bytes(&mut r, &mut magic)
+        .and_then(|()| read_header_bytes(&mut r, &mut version))
+        .map_err(|e| match e {
+            // A file shorter than the magic string is simply not a .npy file.
+            ReadError::Problem(NpyProblem::Truncated) => ReadError::Problem(NpyProblem::NotNpy),
+            e => e,
+        })?;
+    if &magic != MAGIC {
         return Err(NpyProblem::NotNpy.into());
     }
-    let (major, minor) = (magic[6], magic[7]);
+    let [major, minor] = version;
     let (header_len, prefix_len) = match (major, minor) {
         (1, 0) => {
             let mut b = [0u8; 2];
@@ -290,20 +323,30 @@ fn read_from(
         }
         .into());
     }
-    let count = usize::try_from(expected / itemsize)
-        .map_err(|_| NpyProblem::ShapeOverflow(dims64.clone()))?;
+    let elements = expected / itemsize;
+    if elements > max_elements {
+        return Err(NpyProblem::TooLarge {
+            shape: dims,
+            elements,
+            max: max_elements,
+        }
+        .into());
+    }
+    let count = usize::try_from(elements).map_err(|_| NpyProblem::ShapeOverflow(dims64.clone()))?;
     let mut raw =
         vec![0u8; usize::try_from(expected).map_err(|_| NpyProblem::ShapeOverflow(dims64))?];
     r.read_exact(&mut raw).map_err(ReadError::Io)?;
     let data = match dtype {
         Dtype::F32 => raw
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .as_chunks::<4>()
+            .0
+            .iter()
+            .map(|b| f32::from_le_bytes(*b))
             .collect(),
         Dtype::F64 => {
             let mut out = Vec::with_capacity(count);
-            for (index, b) in raw.chunks_exact(8).enumerate() {
-                let value = f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+            for (index, b) in raw.as_chunks::<8>().0.iter().enumerate() {
+                let value = f64::from_le_bytes(*b);
                 let v = value as f32;
                 if value.is_finite() && !v.is_finite() {
                     return Err(NpyProblem::OutOfRange { value, index }.into());
@@ -443,7 +486,7 @@ impl Parser<'_> {
         let start = self.i;
         while let Some(c) = self.peek() {
             if c == quote {
-                let s = &self.s[start..self.i];
+                let s = self.s.get(start..self.i).unwrap_or_default();
                 self.i += 1;
                 return String::from_utf8(s.to_vec())
                     .map_err(|_| NpyProblem::Header("a string is not UTF-8".into()));
@@ -458,7 +501,7 @@ impl Parser<'_> {
 
     fn literal(&mut self) -> std::result::Result<Literal, NpyProblem> {
         self.skip_spaces();
-        let rest = &self.s[self.i..];
+        let rest = self.s.get(self.i..).unwrap_or_default();
         if rest.starts_with(b"True") {
             self.i += 4;
             return Ok(Literal::Bool(true));
@@ -491,7 +534,11 @@ impl Parser<'_> {
             while matches!(self.peek(), Some(b'0'..=b'9')) {
                 self.i += 1;
             }
-            let digits = std::str::from_utf8(&self.s[start..self.i]).unwrap_or_default();
+            let digits = self
+                .s
+                .get(start..self.i)
+                .and_then(|d| std::str::from_utf8(d).ok())
+                .unwrap_or_default();
             if digits.is_empty() {
                 return Err(NpyProblem::Header(format!(
                     "expected a non-negative integer in 'shape' at byte {}",

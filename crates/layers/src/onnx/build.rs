@@ -18,14 +18,20 @@ use smoothgrad_autodiff::Tensor;
 
 use super::attributes::NodeAttributes;
 use super::ir::{OnnxGraph, OnnxNode, OnnxTensor};
-use super::{check_supported, load_onnx_file};
+use super::{check_supported, load_onnx_file_with_limits};
 use crate::error::{LayersError, Result};
+use crate::limits::LoadLimits;
 use crate::model::{Layer, Model, Node};
 
 /// Reads an ONNX file and builds its model, batch norms folded into the convolutions before
 /// them (see [`build_model`]).
 pub fn load_onnx_model(path: &Path) -> Result<Model<f32>> {
-    build_model(&load_onnx_file(path)?)
+    load_onnx_model_with_limits(path, &LoadLimits::default())
+}
+
+/// [`load_onnx_model`] within `limits` (see [`LoadLimits`]).
+pub fn load_onnx_model_with_limits(path: &Path, limits: &LoadLimits) -> Result<Model<f32>> {
+    build_model_with_limits(&load_onnx_file_with_limits(path, limits)?, limits)
 }
 
 /// Builds the model a validated ONNX graph describes, then folds each batch norm that follows a
@@ -70,7 +76,13 @@ pub fn load_onnx_model(path: &Path) -> Result<Model<f32>> {
 /// # Ok::<(), smoothgrad_layers::error::LayersError>(())
 /// ```
 pub fn build_model(graph: &OnnxGraph) -> Result<Model<f32>> {
-    let mut model = build_model_unfolded(graph)?;
+    build_model_with_limits(graph, &LoadLimits::default())
+}
+
+/// [`build_model`] within `limits`: the input shape, the node count and the shape every node
+/// computes are checked as the model is built.
+pub fn build_model_with_limits(graph: &OnnxGraph, limits: &LoadLimits) -> Result<Model<f32>> {
+    let mut model = build_model_unfolded_with_limits(graph, limits)?;
     model.fold_batch_norms();
     Ok(model)
 }
@@ -79,8 +91,17 @@ pub fn build_model(graph: &OnnxGraph) -> Result<Model<f32>> {
 /// the folded weights to f32, so this is the form to cast to f64 when validating against a
 /// float64 reference.
 pub fn build_model_unfolded(graph: &OnnxGraph) -> Result<Model<f32>> {
+    build_model_unfolded_with_limits(graph, &LoadLimits::default())
+}
+
+/// [`build_model_unfolded`] within `limits`.
+pub fn build_model_unfolded_with_limits(
+    graph: &OnnxGraph,
+    limits: &LoadLimits,
+) -> Result<Model<f32>> {
     check_supported(graph)?;
-    let mut builder = Builder::new(graph)?;
+    limits.check_nodes(&graph.source_name, graph.nodes.len())?;
+    let mut builder = Builder::new(graph, limits)?;
     for node in &graph.nodes {
         builder.node(node)?;
     }
@@ -107,10 +128,11 @@ struct Builder<'g> {
     /// The input's batch size in the file (1 when symbolic), accepted as a Reshape's batch entry.
     exported_batch: usize,
     input_dims: Vec<usize>,
+    limits: &'g LoadLimits,
 }
 
 impl<'g> Builder<'g> {
-    fn new(graph: &'g OnnxGraph) -> Result<Self> {
+    fn new(graph: &'g OnnxGraph, limits: &'g LoadLimits) -> Result<Self> {
         let input_error = |node: &str, reason: String| LayersError::Graph {
             source_name: graph.source_name.clone(),
             node: node.to_owned(),
@@ -149,6 +171,14 @@ impl<'g> Builder<'g> {
                 )),
             })
             .collect::<Result<Vec<usize>>>()?;
+        let input_shape: Vec<usize> = [&[1], input_dims.as_slice()].concat();
+        limits.check_shape(
+            &graph.source_name,
+            &format!("the input `{}`", input.name),
+            &input_shape,
+            "max_input_elements",
+            limits.max_input_elements,
+        )?;
         let mut readers: HashMap<&str, usize> = HashMap::new();
         let reads = graph
             .nodes
@@ -168,17 +198,18 @@ impl<'g> Builder<'g> {
             graph,
             values,
             nodes: Vec::new(),
-            shapes: vec![[&[1], input_dims.as_slice()].concat()],
+            shapes: vec![input_shape],
             readers,
             exported_batch: batch.unwrap_or(1),
             input_dims,
+            limits,
         })
     }
 
     fn finish(self) -> Result<Model<f32>> {
         let source_name = &self.graph.source_name;
-        let name = &self.graph.outputs[0];
-        let Some(Value::Computed(output)) = self.values.get(name.as_str()) else {
+        let name = self.graph.outputs.first().map_or("", String::as_str);
+        let Some(Value::Computed(output)) = self.values.get(name) else {
             return Err(LayersError::Graph {
                 source_name: source_name.clone(),
                 node: "<output>".to_owned(),
@@ -264,7 +295,10 @@ impl<'g> Builder<'g> {
                 format!(
                     "reads `{name}`, a graph input other than the model input `{}`; models with \
                      several inputs are not supported",
-                    self.graph.inputs[0].name
+                    self.graph
+                        .inputs
+                        .first()
+                        .map_or("", |input| input.name.as_str())
                 ),
             )),
         }
@@ -332,12 +366,22 @@ impl<'g> Builder<'g> {
     /// Appends a layer reading `inputs`, checks its shapes, and binds the node's first output
     /// to the new value.
     fn push(&mut self, node: &'g OnnxNode, layer: Layer<f32>, inputs: Vec<usize>) -> Result<()> {
-        let ins: Vec<&[usize]> = inputs.iter().map(|&i| self.shapes[i].as_slice()).collect();
+        let ins = inputs
+            .iter()
+            .map(|&i| self.shape(i))
+            .collect::<Result<Vec<&[usize]>>>()?;
         let out = layer.infer(&ins).map_err(|reason| LayersError::Graph {
             source_name: self.graph.source_name.clone(),
             node: node.name.clone(),
             reason: format!("{}: {reason}", layer.kind()),
         })?;
+        self.limits.check_shape(
+            &self.graph.source_name,
+            &format!("the output of node `{}`", node.name),
+            &out,
+            "max_value_elements",
+            self.limits.max_value_elements,
+        )?;
         self.shapes.push(out);
         self.nodes.push(Node {
             name: node.name.clone(),
@@ -346,6 +390,35 @@ impl<'g> Builder<'g> {
         });
         self.define(node, Value::Computed(self.nodes.len()));
         Ok(())
+    }
+
+    /// Checks a node's kernel, stride, dilation, padding and group sizes against `max_dim` (the
+    /// decoder checked the file's attributes; this covers graphs built in code too), so the
+    /// window arithmetic cannot overflow.
+    fn check_sizes<const N: usize>(&self, node: &OnnxNode, sizes: [&[usize]; N]) -> Result<()> {
+        match sizes.iter().flat_map(|s| s.iter()).max() {
+            Some(&largest) => self.limits.check_size(
+                &self.graph.source_name,
+                &format!(
+                    "node `{}`, a kernel, stride, dilation, padding or group size",
+                    node.name
+                ),
+                largest as u128,
+            ),
+            None => Ok(()),
+        }
+    }
+
+    /// The shape of model value `value` (batch of one).
+    fn shape(&self, value: usize) -> Result<&[usize]> {
+        self.shapes
+            .get(value)
+            .map(Vec::as_slice)
+            .ok_or_else(|| LayersError::Graph {
+                source_name: self.graph.source_name.clone(),
+                node: "<values>".to_owned(),
+                reason: format!("value {value} has no shape yet"),
+            })
     }
 
     fn define(&mut self, node: &'g OnnxNode, value: Value<'g>) {

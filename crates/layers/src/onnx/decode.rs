@@ -1,19 +1,34 @@
 //! Conversion of protobuf messages into the intermediate graph: tensors, attributes, value infos.
-//! Sizes are checked against the payload before anything is allocated from declared dims.
+//! Sizes are checked against the [`LoadLimits`] and the payload before anything is allocated from
+//! declared dims.
 
 use std::collections::HashMap;
 
 use super::ir::{Attribute, OnnxNode, OnnxTensor, TensorData, ValueInfo};
 use super::proto::{self, attribute_type, data_type};
 use crate::error::{LayersError, Result};
+use crate::limits::LoadLimits;
+
+/// Attributes that hold sizes (of kernels, strides, paddings, dilations, groups): each entry must
+/// be within `max_dim`, so no arithmetic on them can overflow.
+const SIZE_ATTRIBUTES: &[&str] = &["kernel_shape", "strides", "pads", "dilations", "group"];
+
+/// What decoding needs besides the message: the file name for messages, the limits, and the
+/// bytes of constant tensors decoded so far (bounded by `max_total_weight_bytes`).
+pub(crate) struct Decoder<'a> {
+    pub source_name: &'a str,
+    pub limits: &'a LoadLimits,
+    pub weight_bytes: u64,
+}
 
 /// Converts a tensor message; `name` is used in messages (the tensor's own name may be empty).
 /// Takes the message by value so typed payloads move instead of being copied.
 pub(crate) fn tensor(
     message: proto::TensorProto,
     name: &str,
-    source_name: &str,
+    decoder: &mut Decoder<'_>,
 ) -> Result<OnnxTensor> {
+    let source_name = decoder.source_name;
     let size_error = |reason: String| LayersError::TensorSize {
         source_name: source_name.to_owned(),
         name: name.to_owned(),
@@ -63,23 +78,38 @@ pub(crate) fn tensor(
             "declares {count} elements but holds {typed_len}"
         )));
     }
-    if !raw.is_empty() {
-        let expected_bytes = count
-            .checked_mul(element_bytes)
-            .ok_or_else(|| size_error("the byte size overflows usize".to_owned()))?;
-        if raw.len() != expected_bytes {
-            return Err(size_error(format!(
-                "declares {count} elements ({expected_bytes} bytes) but raw_data holds {} bytes",
-                raw.len()
-            )));
-        }
+    let expected_bytes = count
+        .checked_mul(element_bytes)
+        .ok_or_else(|| size_error("the byte size overflows usize".to_owned()))?;
+    if !raw.is_empty() && raw.len() != expected_bytes {
+        return Err(size_error(format!(
+            "declares {count} elements ({expected_bytes} bytes) but raw_data holds {} bytes",
+            raw.len()
+        )));
     }
+    // The payload matches the dims; now whether an honest tensor is one we accept.
+    let limits = decoder.limits;
+    limits.check_shape(
+        source_name,
+        &format!("tensor `{name}`"),
+        &dims,
+        "max_tensor_elements",
+        limits.max_tensor_elements,
+    )?;
+    limits.add_weight_bytes(
+        source_name,
+        name,
+        &mut decoder.weight_bytes,
+        expected_bytes as u64,
+    )?;
 
     let data = match message.data_type {
         data_type::FLOAT if raw.is_empty() => TensorData::Float(message.float_data),
         data_type::FLOAT => TensorData::Float(
-            raw.chunks_exact(4)
-                .map(|b| f32::from_le_bytes(le_bytes(b)))
+            raw.as_chunks::<4>()
+                .0
+                .iter()
+                .map(|b| f32::from_le_bytes(*b))
                 .collect(),
         ),
         // Weights are used in f32; rounding a double initializer loses nothing the engine keeps.
@@ -87,37 +117,41 @@ pub(crate) fn tensor(
             TensorData::Float(message.double_data.iter().map(|&v| v as f32).collect())
         }
         data_type::DOUBLE => TensorData::Float(
-            raw.chunks_exact(8)
-                .map(|b| f64::from_le_bytes(le_bytes(b)) as f32)
+            raw.as_chunks::<8>()
+                .0
+                .iter()
+                .map(|b| f64::from_le_bytes(*b) as f32)
                 .collect(),
         ),
         data_type::INT32 if raw.is_empty() => {
             TensorData::Int64(message.int32_data.iter().map(|&v| i64::from(v)).collect())
         }
         data_type::INT32 => TensorData::Int64(
-            raw.chunks_exact(4)
-                .map(|b| i64::from(i32::from_le_bytes(le_bytes(b))))
+            raw.as_chunks::<4>()
+                .0
+                .iter()
+                .map(|b| i64::from(i32::from_le_bytes(*b)))
                 .collect(),
         ),
         data_type::INT64 if raw.is_empty() => TensorData::Int64(message.int64_data),
         _ => TensorData::Int64(
-            raw.chunks_exact(8)
-                .map(|b| i64::from_le_bytes(le_bytes(b)))
+            raw.as_chunks::<8>()
+                .0
+                .iter()
+                .map(|b| i64::from_le_bytes(*b))
                 .collect(),
         ),
     };
     Ok(OnnxTensor { dims, data })
 }
 
-/// Copies a chunk of exactly `N` bytes (guaranteed by `chunks_exact(N)`) into an array.
-fn le_bytes<const N: usize>(chunk: &[u8]) -> [u8; N] {
-    let mut bytes = [0u8; N];
-    bytes.copy_from_slice(chunk);
-    bytes
-}
-
 /// Converts a node; `index` is its position in the file, used to name unnamed nodes.
-pub(crate) fn node(message: proto::NodeProto, index: usize, source_name: &str) -> Result<OnnxNode> {
+pub(crate) fn node(
+    message: proto::NodeProto,
+    index: usize,
+    decoder: &mut Decoder<'_>,
+) -> Result<OnnxNode> {
+    let source_name = decoder.source_name;
     let name = if message.name.is_empty() {
         format!("{}#{index}", message.op_type)
     } else {
@@ -126,7 +160,20 @@ pub(crate) fn node(message: proto::NodeProto, index: usize, source_name: &str) -
     let mut attributes = HashMap::with_capacity(message.attribute.len());
     for attribute_message in message.attribute {
         let attribute_name = attribute_message.name.clone();
-        let value = attribute(attribute_message, &name, source_name)?;
+        let value = attribute(attribute_message, &name, decoder)?;
+        let sizes = match &value {
+            Attribute::Int(v) => std::slice::from_ref(v),
+            Attribute::Ints(v) => v.as_slice(),
+            _ => &[],
+        };
+        if SIZE_ATTRIBUTES.contains(&attribute_name.as_str())
+            && let Some(&v) = sizes.iter().max_by_key(|v| v.unsigned_abs())
+        {
+            let what = format!("node `{name}`, attribute `{attribute_name}`");
+            decoder
+                .limits
+                .check_size(source_name, &what, u128::from(v.unsigned_abs()))?;
+        }
         if attributes.insert(attribute_name.clone(), value).is_some() {
             return Err(attribute_error(
                 source_name,
@@ -155,7 +202,12 @@ fn attribute_error(source_name: &str, node: &str, attribute: &str, reason: Strin
     }
 }
 
-fn attribute(message: proto::AttributeProto, node: &str, source_name: &str) -> Result<Attribute> {
+fn attribute(
+    message: proto::AttributeProto,
+    node: &str,
+    decoder: &mut Decoder<'_>,
+) -> Result<Attribute> {
+    let source_name = decoder.source_name;
     let error = |reason: String| attribute_error(source_name, node, &message.name, reason);
     let kind = match message.r#type {
         // Files from before IR version 2 leave the type out; infer it from the field in use.
@@ -182,7 +234,7 @@ fn attribute(message: proto::AttributeProto, node: &str, source_name: &str) -> R
             } else {
                 tensor_message.name.clone()
             };
-            Attribute::Tensor(tensor(tensor_message, &tensor_name, source_name)?)
+            Attribute::Tensor(tensor(tensor_message, &tensor_name, decoder)?)
         }
         attribute_type::GRAPH
         | attribute_type::STRINGS

@@ -35,6 +35,11 @@
 //! assert_eq!(graph.nodes[0].name, "Relu#0"); // unnamed nodes get a name for messages
 //! # Ok::<(), smoothgrad_layers::error::LayersError>(())
 //! ```
+//!
+//! Every entry point has a `*_with_limits` twin taking a [`LoadLimits`](crate::LoadLimits); the
+//! declared node count, tensor shapes, weight bytes, size attributes, input shape and every
+//! inferred value shape are checked against it before anything is allocated or built from them.
+#![deny(clippy::indexing_slicing)]
 
 mod attributes;
 mod build;
@@ -51,11 +56,15 @@ use std::path::Path;
 
 use prost::Message;
 
-pub use build::{build_model, build_model_unfolded, load_onnx_model};
+pub use build::{
+    build_model, build_model_unfolded, build_model_unfolded_with_limits, build_model_with_limits,
+    load_onnx_model, load_onnx_model_with_limits,
+};
 pub use ir::{Attribute, OnnxGraph, OnnxNode, OnnxTensor, TensorData, ValueInfo};
 pub use validate::check_supported;
 
 use crate::error::{LayersError, Result};
+use crate::limits::LoadLimits;
 
 /// The operators the model builder implements (default ONNX domain).
 pub const SUPPORTED_OPS: &[&str] = &[
@@ -86,8 +95,14 @@ pub const MAX_OPSET: i64 = 21;
 /// Protobuf messages are limited to 2 GiB; a larger file cannot be a valid model.
 const MAX_FILE_BYTES: u64 = 2 << 30;
 
-/// Reads and validates an ONNX model file. The path, as displayed, names the model in messages.
+/// Reads and validates an ONNX model file within the default [`LoadLimits`]. The path, as
+/// displayed, names the model in messages.
 pub fn load_onnx_file(path: &Path) -> Result<OnnxGraph> {
+    load_onnx_file_with_limits(path, &LoadLimits::default())
+}
+
+/// [`load_onnx_file`] within `limits`.
+pub fn load_onnx_file_with_limits(path: &Path, limits: &LoadLimits) -> Result<OnnxGraph> {
     let io_error = |source| LayersError::Io {
         path: path.to_owned(),
         source,
@@ -101,12 +116,24 @@ pub fn load_onnx_file(path: &Path) -> Result<OnnxGraph> {
         });
     }
     let bytes = std::fs::read(path).map_err(io_error)?;
-    read_onnx(&bytes, &source_name)
+    read_onnx_with_limits(&bytes, &source_name, limits)
 }
 
-/// Decodes and validates the bytes of an ONNX model; `source_name` (usually the file name) names
-/// the model in messages. See the [module documentation](self) for what is checked.
+/// Decodes and validates the bytes of an ONNX model within the default [`LoadLimits`];
+/// `source_name` (usually the file name) names the model in messages. See the
+/// [module documentation](self) for what is checked.
 pub fn read_onnx(bytes: &[u8], source_name: &str) -> Result<OnnxGraph> {
+    read_onnx_with_limits(bytes, source_name, &LoadLimits::default())
+}
+
+/// [`read_onnx`] within `limits`: the node count, each tensor's shape, the total weight bytes
+/// and the size attributes (kernels, strides, paddings, dilations, groups) are checked as the
+/// messages are converted, before any tensor data is copied.
+pub fn read_onnx_with_limits(
+    bytes: &[u8],
+    source_name: &str,
+    limits: &LoadLimits,
+) -> Result<OnnxGraph> {
     let decode_error = |reason: String| LayersError::Decode {
         source_name: source_name.to_owned(),
         reason,
@@ -142,13 +169,19 @@ pub fn read_onnx(bytes: &[u8], source_name: &str) -> Result<OnnxGraph> {
         )));
     }
 
+    limits.check_nodes(source_name, graph.node.len())?;
+    let mut decoder = decode::Decoder {
+        source_name,
+        limits,
+        weight_bytes: 0,
+    };
     let mut initializers = HashMap::with_capacity(graph.initializer.len());
     for tensor_message in graph.initializer {
         let name = tensor_message.name.clone();
         if name.is_empty() {
             return Err(decode_error("an initializer has no name".to_owned()));
         }
-        let tensor = decode::tensor(tensor_message, &name, source_name)?;
+        let tensor = decode::tensor(tensor_message, &name, &mut decoder)?;
         if initializers.insert(name.clone(), tensor).is_some() {
             return Err(LayersError::DuplicateValue {
                 source_name: source_name.to_owned(),
@@ -187,7 +220,7 @@ pub fn read_onnx(bytes: &[u8], source_name: &str) -> Result<OnnxGraph> {
         .node
         .into_iter()
         .enumerate()
-        .map(|(index, node)| decode::node(node, index, source_name))
+        .map(|(index, node)| decode::node(node, index, &mut decoder))
         .collect::<Result<Vec<_>>>()?;
 
     let mut onnx_graph = OnnxGraph {

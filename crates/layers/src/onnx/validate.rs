@@ -21,7 +21,10 @@ impl Definition {
         match self {
             Self::GraphInput => "a graph input".to_owned(),
             Self::Initializer => "an initializer".to_owned(),
-            Self::Node(index) => format!("node `{}`", nodes[index].name),
+            Self::Node(index) => match nodes.get(index) {
+                Some(node) => format!("node `{}`", node.name),
+                None => format!("node #{index}"),
+            },
         }
     }
 }
@@ -73,8 +76,13 @@ pub(crate) fn sort_and_check_values(graph: &mut OnnxGraph) -> Result<()> {
                     });
                 }
                 Some(&Definition::Node(producer)) => {
-                    consumers[producer].push(index);
-                    pending_inputs[index] += 1;
+                    // Both are indices of `nodes`, the length of both vectors.
+                    if let Some(list) = consumers.get_mut(producer) {
+                        list.push(index);
+                    }
+                    if let Some(pending) = pending_inputs.get_mut(index) {
+                        *pending += 1;
+                    }
                 }
                 Some(_) => {}
             }
@@ -92,17 +100,21 @@ pub(crate) fn sort_and_check_values(graph: &mut OnnxGraph) -> Result<()> {
     }
 
     // Kahn's algorithm, always taking the ready node that comes first in the file.
-    let mut ready: BinaryHeap<Reverse<usize>> = (0..nodes.len())
-        .filter(|&index| pending_inputs[index] == 0)
-        .map(Reverse)
+    let mut ready: BinaryHeap<Reverse<usize>> = pending_inputs
+        .iter()
+        .enumerate()
+        .filter(|&(_, &pending)| pending == 0)
+        .map(|(index, _)| Reverse(index))
         .collect();
     let mut order = Vec::with_capacity(nodes.len());
     while let Some(Reverse(index)) = ready.pop() {
         order.push(index);
-        for &consumer in &consumers[index] {
-            pending_inputs[consumer] -= 1;
-            if pending_inputs[consumer] == 0 {
-                ready.push(Reverse(consumer));
+        for &consumer in consumers.get(index).into_iter().flatten() {
+            if let Some(pending) = pending_inputs.get_mut(consumer) {
+                *pending -= 1;
+                if *pending == 0 {
+                    ready.push(Reverse(consumer));
+                }
             }
         }
     }
@@ -110,7 +122,7 @@ pub(crate) fn sort_and_check_values(graph: &mut OnnxGraph) -> Result<()> {
         let node = node_on_cycle(nodes, &definitions, &pending_inputs);
         return Err(LayersError::Cycle {
             source_name: source_name.to_owned(),
-            node: nodes[node].name.clone(),
+            node: nodes.get(node).map_or_else(String::new, |n| n.name.clone()),
         });
     }
 
@@ -120,7 +132,7 @@ pub(crate) fn sort_and_check_values(graph: &mut OnnxGraph) -> Result<()> {
         .collect();
     graph.nodes = order
         .into_iter()
-        .filter_map(|index| slots[index].take())
+        .filter_map(|index| slots.get_mut(index).and_then(Option::take))
         .collect();
     Ok(())
 }
@@ -133,21 +145,24 @@ fn node_on_cycle(
     definitions: &HashMap<&str, Definition>,
     pending_inputs: &[usize],
 ) -> usize {
-    let blocked_producer = |index: usize| {
-        nodes[index]
-            .inputs
-            .iter()
-            .find_map(|input| match definitions.get(input.as_str()) {
-                Some(&Definition::Node(producer)) if pending_inputs[producer] > 0 => Some(producer),
-                _ => None,
+    let blocked = |index: usize| pending_inputs.get(index).is_some_and(|&n| n > 0);
+    let blocked_producer =
+        |index: usize| {
+            nodes.get(index)?.inputs.iter().find_map(|input| {
+                match definitions.get(input.as_str()) {
+                    Some(&Definition::Node(producer)) if blocked(producer) => Some(producer),
+                    _ => None,
+                }
             })
-    };
-    let Some(mut current) = (0..nodes.len()).find(|&index| pending_inputs[index] > 0) else {
+        };
+    let Some(mut current) = (0..nodes.len()).find(|&index| blocked(index)) else {
         return 0;
     };
     let mut visited = vec![false; nodes.len()];
-    while !visited[current] {
-        visited[current] = true;
+    while let Some(seen) = visited.get_mut(current)
+        && !*seen
+    {
+        *seen = true;
         match blocked_producer(current) {
             Some(producer) => current = producer,
             None => break,

@@ -37,28 +37,41 @@ impl<'g> Builder<'g> {
             },
             "VALID" => Ok([0; 4]),
             mode @ ("SAME_UPPER" | "SAME_LOWER") => {
-                let dims = &self.shapes[x];
-                if dims.len() != 4 {
+                let dims = self.shape(x)?;
+                let &[_, _, height, width] = dims else {
                     return Err(attrs.error(
                         "auto_pad",
                         format!("{mode} needs an input [N, C, H, W], got {dims:?}"),
                     ));
+                };
+                if [kernel, stride, dilation].iter().any(|v| v.contains(&0)) {
+                    return Err(attrs.error(
+                        "auto_pad",
+                        format!(
+                            "{mode} needs positive kernel {kernel:?}, strides {stride:?} and \
+                             dilations {dilation:?}"
+                        ),
+                    ));
                 }
-                let mut pads = [0; 4];
-                for axis in 0..2 {
-                    let size = dims[2 + axis];
-                    let out = size.div_ceil(stride[axis]);
-                    let span = dilation[axis] * (kernel[axis] - 1) + 1;
-                    let total = ((out - 1) * stride[axis] + span).saturating_sub(size);
+                // Saturating: a graph built in code has not been through the decoder's limits.
+                let same = |size: usize, kernel: usize, stride: usize, dilation: usize| {
+                    let out = size.div_ceil(stride);
+                    let span = dilation.saturating_mul(kernel - 1).saturating_add(1);
+                    let total = out
+                        .saturating_sub(1)
+                        .saturating_mul(stride)
+                        .saturating_add(span)
+                        .saturating_sub(size);
                     let before = if mode == "SAME_UPPER" {
                         total / 2
                     } else {
                         total - total / 2
                     };
-                    pads[axis] = before;
-                    pads[axis + 2] = total - before;
-                }
-                Ok(pads)
+                    (before, total - before)
+                };
+                let (top, bottom) = same(height, kernel[0], stride[0], dilation[0]);
+                let (left, right) = same(width, kernel[1], stride[1], dilation[1]);
+                Ok([top, left, bottom, right])
             }
             other => Err(attrs.error(
                 "auto_pad",
@@ -78,7 +91,9 @@ impl<'g> Builder<'g> {
         let stride = attrs.pair("strides", [1, 1])?;
         let dilation = attrs.pair("dilations", [1, 1])?;
         let pads = self.pads(&attrs, x, kernel, stride, dilation)?;
-        if pads[0] != pads[2] || pads[1] != pads[3] {
+        self.check_sizes(node, [&kernel[..], &stride, &dilation, &pads])?;
+        let [top, left, bottom, right] = pads;
+        if top != bottom || left != right {
             return Err(attrs.error(
                 "pads",
                 format!(
@@ -90,7 +105,7 @@ impl<'g> Builder<'g> {
         let mut params = Pool2dParams {
             kernel,
             stride,
-            padding: [pads[0], pads[1]],
+            padding: [top, left],
             dilation,
             ceil_mode: attrs.flag("ceil_mode", false)?,
             count_include_pad: false,
@@ -149,7 +164,7 @@ impl<'g> Builder<'g> {
 
     pub(super) fn flatten(&mut self, node: &'g OnnxNode) -> Result<()> {
         let x = self.computed(node, 0)?;
-        let rank = self.shapes[x].len() as i64;
+        let rank = self.shape(x)?.len() as i64;
         let attrs = self.attributes(node);
         let axis = attrs.int("axis", 1)?;
         let axis = if axis < 0 { axis + rank } else { axis };
@@ -174,18 +189,24 @@ impl<'g> Builder<'g> {
         let (s_name, s) = self.constant(node, 1, "shape")?;
         let allow_zero =
             self.graph.opset >= 14 && self.attributes(node).flag("allowzero", false)?;
-        let input = &self.shapes[x];
-        let sample: usize = input[1..].iter().product();
+        let input = self.shape(x)?;
+        let sample_shape = input.get(1..).unwrap_or_default();
         let bad = |why: String| {
             self.unsupported(
                 node,
                 format!(
-                    "shape {:?} (`{s_name}`) for samples of shape {:?}: {why}",
+                    "shape {:?} (`{s_name}`) for samples of shape {sample_shape:?}: {why}",
                     s.as_i64().unwrap_or_default(),
-                    &input[1..]
                 ),
             )
         };
+        // Value shapes are within the limits, so their element counts fit in usize.
+        let product = |dims: &[usize]| {
+            dims.iter()
+                .try_fold(1usize, |n, &d| n.checked_mul(d))
+                .ok_or_else(|| bad(format!("the element count of {dims:?} overflows")))
+        };
+        let sample = product(sample_shape)?;
         let shape = match s.as_i64() {
             Some(shape) if s.dims.len() == 1 => shape,
             _ => return Err(bad("the shape must be a 1-D integer tensor".to_owned())),
@@ -214,19 +235,22 @@ impl<'g> Builder<'g> {
                         "entry {axis} is 0 but the input has no axis {axis}"
                     ))
                 })?,
-                size if size > 0 => size as usize,
+                size if size > 0 => usize::try_from(size)
+                    .map_err(|_| bad(format!("entry {axis} ({entry}) is not a size")))?,
                 _ => return Err(bad(format!("entry {axis} ({entry}) is not a size"))),
             };
             sample_dims.push(size);
         }
         if let Some(j) = inferred {
-            let known: usize = sample_dims.iter().product();
+            let known = product(&sample_dims)?;
             if !sample.is_multiple_of(known) {
                 return Err(bad(format!("{known} does not divide {sample}")));
             }
-            sample_dims[j] = sample / known;
+            if let Some(slot) = sample_dims.get_mut(j) {
+                *slot = sample / known;
+            }
         }
-        let got: usize = sample_dims.iter().product();
+        let got = product(&sample_dims)?;
         if got != sample {
             return Err(bad(format!(
                 "{got} values per sample instead of {sample}: the batch size would change"
@@ -243,7 +267,7 @@ impl<'g> Builder<'g> {
         let Some(&first) = inputs.first() else {
             return Err(self.unsupported(node, "has no inputs"));
         };
-        let rank = self.shapes[first].len() as i64;
+        let rank = self.shape(first)?.len() as i64;
         let axis = attrs.int("axis", i64::MIN)?;
         if axis == i64::MIN {
             return Err(attrs.error("axis", "is required"));
@@ -261,7 +285,7 @@ impl<'g> Builder<'g> {
 
     pub(super) fn softmax(&mut self, node: &'g OnnxNode) -> Result<()> {
         let x = self.computed(node, 0)?;
-        let rank = self.shapes[x].len() as i64;
+        let rank = self.shape(x)?.len() as i64;
         let attrs = self.attributes(node);
         let modern = self.graph.opset >= 13;
         let axis = attrs.int("axis", if modern { -1 } else { 1 })?;

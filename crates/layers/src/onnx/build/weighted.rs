@@ -12,7 +12,7 @@ impl<'g> Builder<'g> {
     pub(super) fn conv(&mut self, node: &'g OnnxNode) -> Result<()> {
         let x = self.computed(node, 0)?;
         let (w_name, w) = self.constant(node, 1, "weight")?;
-        if w.dims.len() != 4 {
+        let &[out_channels, _, kernel_h, kernel_w] = w.dims.as_slice() else {
             return Err(self.unsupported(
                 node,
                 format!(
@@ -21,9 +21,9 @@ impl<'g> Builder<'g> {
                     w.dims
                 ),
             ));
-        }
+        };
         let attrs = self.attributes(node);
-        let kernel = [w.dims[2], w.dims[3]];
+        let kernel = [kernel_h, kernel_w];
         if let Some(declared) = attrs.ints("kernel_shape")?
             && attrs.sizes("kernel_shape", declared)? != kernel
         {
@@ -43,12 +43,13 @@ impl<'g> Builder<'g> {
             .filter(|&g| g > 0)
             .ok_or_else(|| attrs.error("group", format!("must be positive, got {groups}")))?;
         let padding = self.pads(&attrs, x, kernel, stride, dilation)?;
+        self.check_sizes(node, [&kernel[..], &stride, &dilation, &padding, &[groups]])?;
         let weight = self.float_tensor(node, w_name, w)?;
         let bias = match self.optional_constant(node, 2, "bias")? {
             None => None,
             Some((b_name, b)) => {
-                if b.dims != [w.dims[0]] {
-                    let expected = format!("[{}] (one per output channel)", w.dims[0]);
+                if b.dims != [out_channels] {
+                    let expected = format!("[{out_channels}] (one per output channel)");
                     return Err(self.weight_shape_error(b_name, expected, &b.dims));
                 }
                 Some(self.float_tensor(node, b_name, b)?)
@@ -80,12 +81,12 @@ impl<'g> Builder<'g> {
         let trans_b = attrs.flag("transB", false)?;
         let alpha = attrs.float("alpha", 1.0)?;
         let beta = attrs.float("beta", 1.0)?;
-        if self.shapes[a].len() != 2 {
+        let input = self.shape(a)?;
+        if input.len() != 2 {
             return Err(self.unsupported(
                 node,
                 format!(
-                    "input shape {:?} is not a matrix [N, in]; Gemm needs a Flatten first",
-                    self.shapes[a]
+                    "input shape {input:?} is not a matrix [N, in]; Gemm needs a Flatten first"
                 ),
             ));
         }
@@ -96,12 +97,12 @@ impl<'g> Builder<'g> {
         }
         let mut weight = self.float_tensor(node, b_name, b)?;
         if !trans_b {
-            weight = transpose(&weight);
+            weight = transpose(&weight)?;
         }
         if alpha != 1.0 {
             weight = weight.map(|v| (f64::from(v) * alpha) as f32);
         }
-        let out = weight.dims()[0];
+        let out = weight.dims().first().copied().unwrap_or(0);
         let bias = match self.optional_constant(node, 2, "bias (C)")? {
             Some((c_name, c)) if beta != 0.0 => {
                 let values = per_channel(c, out, 2, 1).ok_or_else(|| {
@@ -135,7 +136,7 @@ impl<'g> Builder<'g> {
                 ),
             ));
         }
-        let weight = transpose(&self.float_tensor(node, b_name, b)?);
+        let weight = transpose(&self.float_tensor(node, b_name, b)?)?;
         self.push(node, Layer::Linear { weight, bias: None }, vec![a])
     }
 
@@ -167,7 +168,7 @@ impl<'g> Builder<'g> {
         let data_name = self.required_input(node, data_position)?;
         let a = self.computed(node, data_position)?;
         let Some(Value::Constant(constant)) = self.values.get(bias_name) else {
-            unreachable!("checked by the caller")
+            return Err(self.unsupported(node, format!("`{bias_name}` is not a constant")));
         };
         let refuse = |why: String| {
             self.unsupported(
@@ -185,22 +186,27 @@ impl<'g> Builder<'g> {
         if self.readers.get(data_name).copied().unwrap_or(0) != 1 {
             return Err(refuse("is also read elsewhere".to_owned()));
         }
-        let rank = self.shapes[a].len();
-        let (out, channel_axis) = match &self.nodes[a - 1].layer {
-            Layer::Conv2d { weight, .. } => (weight.dims()[0], 1),
-            Layer::Linear { weight, .. } => (weight.dims()[0], rank - 1),
-            other => return Err(refuse(format!("comes from a {} layer", other.kind()))),
+        let shape = self.shape(a)?;
+        let rank = shape.len();
+        // Value a > 0 is the output of node a - 1.
+        let producer = self.nodes.get(a - 1).map(|n| &n.layer);
+        let (out, channel_axis) = match producer {
+            Some(Layer::Conv2d { weight, .. }) => (weight.dims().first().copied(), 1),
+            Some(Layer::Linear { weight, .. }) => {
+                (weight.dims().first().copied(), rank.saturating_sub(1))
+            }
+            Some(other) => return Err(refuse(format!("comes from a {} layer", other.kind()))),
+            None => return Err(refuse(format!("is value {a}, which has no layer"))),
         };
+        let out = out.unwrap_or(0);
         let values = per_channel(constant, out, rank, channel_axis).ok_or_else(|| {
             refuse(format!(
-                "has shape {:?}: the constant is not one value per output channel ({out})",
-                self.shapes[a]
+                "has shape {shape:?}: the constant is not one value per output channel ({out})"
             ))
         })?;
-        let (Layer::Conv2d { bias, .. } | Layer::Linear { bias, .. }) =
-            &mut self.nodes[a - 1].layer
-        else {
-            unreachable!("matched above")
+        let bias = match self.nodes.get_mut(a - 1).map(|n| &mut n.layer) {
+            Some(Layer::Conv2d { bias, .. } | Layer::Linear { bias, .. }) => bias,
+            _ => return Err(self.unsupported(node, "the layer before the bias changed")),
         };
         let mut sum = values;
         if let Some(old) = bias {
@@ -224,7 +230,7 @@ impl<'g> Builder<'g> {
             return Err(attrs.error("spatial", "must be 1 (statistics per channel)"));
         }
         let eps = attrs.float("epsilon", 1e-5)?;
-        let input = &self.shapes[x];
+        let input = self.shape(x)?;
         let channels = input.get(1).copied().unwrap_or(0);
         let get = |position: usize, role: &str| -> Result<Tensor<f32>> {
             let (name, t) = self.constant(node, position, role)?;
@@ -246,13 +252,16 @@ impl<'g> Builder<'g> {
 }
 
 /// `[rows, cols]` → `[cols, rows]` (ONNX's `[in, out]` to the layers' `[out, in]`).
-fn transpose(t: &Tensor<f32>) -> Tensor<f32> {
-    let (rows, cols) = (t.dims()[0], t.dims()[1]);
+fn transpose(t: &Tensor<f32>) -> Result<Tensor<f32>> {
+    let &[rows, cols] = t.dims() else {
+        return Ok(t.clone());
+    };
     let src = t.as_slice();
+    // Column c is every cols-th element from c on (cols >= 1 whenever the range is not empty).
     let data = (0..cols)
-        .flat_map(|c| (0..rows).map(move |r| src[r * cols + c]))
+        .flat_map(|c| src.iter().skip(c).step_by(cols.max(1)).copied())
         .collect();
-    Tensor::from_vec(data, &[cols, rows]).expect("same element count")
+    Ok(Tensor::from_vec(data, &[cols, rows])?)
 }
 
 /// The `out` per-channel values of a float constant that broadcasts against an output of rank
@@ -270,9 +279,9 @@ fn per_channel(
         .iter()
         .enumerate()
         .all(|(k, &n)| n == 1 || (k + offset == channel_axis && n == out));
-    match values.len() {
-        1 if fits => Some(vec![values[0]; out]),
-        n if fits && n == out => Some(values.to_vec()),
+    match values {
+        &[value] if fits => Some(vec![value; out]),
+        _ if fits && values.len() == out => Some(values.to_vec()),
         _ => None,
     }
 }
