@@ -202,8 +202,10 @@ impl<'m, T: Float> Explainer<'m, T> {
     }
 }
 
-/// Copies per forward/backward: as many as fit the budget (capped by the memory limit), at
-/// least one, at most `passes`. Shared by every backend's explainer.
+/// Copies per forward/backward: at most as many as fit the budget (capped by the memory
+/// limit), at least one, at most `passes`, and balanced: the fewest chunks that fit, of equal
+/// size (50 passes with room for 48 run as 25 + 25, not 48 + a slow 2-copy tail). Shared by
+/// every backend's explainer.
 pub(crate) fn chunk_size(
     budget: usize,
     limits: &Limits,
@@ -211,10 +213,11 @@ pub(crate) fn chunk_size(
     passes: usize,
 ) -> usize {
     let budget = (budget as u64).min(limits.max_memory_bytes);
-    let fit = budget / bytes_per_copy.max(1);
-    usize::try_from(fit)
+    let passes = passes.max(1);
+    let fit = usize::try_from(budget / bytes_per_copy.max(1))
         .unwrap_or(usize::MAX)
-        .clamp(1, passes.max(1))
+        .clamp(1, passes);
+    passes.div_ceil(passes.div_ceil(fit))
 }
 
 /// (copies, σ, noise source, aggregate) for a request: shared by every backend's explainer.
@@ -653,5 +656,33 @@ fn accumulate_copy<T: Float>(sum: &mut [T], sumsq: &mut [T], a: &[T]) {
     for ((s, q), &v) in sum.iter_mut().zip(sumsq.iter_mut()).zip(a) {
         *s += v;
         *q += v * v;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_balanced_and_fit_the_budget() {
+        let limits = Limits::default();
+        // (budget bytes, bytes per copy, passes) -> chunk
+        let cases = [
+            (48, 1, 50, 25),  // room for 48: two chunks of 25, not 48 + 2
+            (100, 1, 50, 50), // everything fits
+            (10, 1, 50, 10),  // five chunks of 10
+            (7, 1, 50, 7),    // ⌈50/7⌉ = 8 chunks: ⌈50/8⌉ = 7
+            (1, 10, 50, 1),   // not even one copy fits: one at a time
+            (30, 1, 1, 1),
+            (30, 1, 0, 1),
+        ];
+        for (budget, per_copy, passes, want) in cases {
+            let got = chunk_size(budget, &limits, per_copy, passes);
+            assert_eq!(
+                got, want,
+                "budget {budget}, {per_copy} B/copy, {passes} passes"
+            );
+            assert!(got as u64 * per_copy <= (budget as u64).max(per_copy));
+        }
     }
 }
