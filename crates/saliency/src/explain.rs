@@ -267,6 +267,42 @@ pub(crate) fn aggregate_copies<T: Float>(
     Ok(values)
 }
 
+/// Integrated Gradients' path for `x[1, ...]`: the baseline's values (zeros when none is given)
+/// and the rule's α and weights, one per step. Shared by every backend's explainer.
+pub(crate) fn ig_path<T: Float>(
+    x: &Tensor<T>,
+    c: &IgConfig,
+) -> Result<(Vec<T>, Vec<f64>, Vec<f64>)> {
+    if c.steps == 0 {
+        return Err(SaliencyError::Option {
+            option: "ig-steps",
+            reason: "must be at least 1".into(),
+        });
+    }
+    let e = x.numel();
+    let baseline: Vec<T> = match &c.baseline {
+        None => vec![T::zero(); e],
+        Some(b) => {
+            if b.numel() != e {
+                return Err(SaliencyError::Option {
+                    option: "baseline",
+                    reason: format!(
+                        "shape {:?} does not match the input {:?}",
+                        b.dims(),
+                        &x.dims()[1..]
+                    ),
+                });
+            }
+            b.as_slice()
+                .iter()
+                .map(|v| T::from_f64(v.as_f64()))
+                .collect()
+        }
+    };
+    let (alphas, weights) = c.rule.points(c.steps);
+    Ok((baseline, alphas, weights))
+}
+
 fn argmax<T: Float>(v: &[T]) -> usize {
     let mut best = 0;
     for (i, &x) in v.iter().enumerate() {
@@ -375,26 +411,7 @@ impl<T: Float> Run<'_, '_, T> {
 
     fn integrated_gradients(&self, c: &IgConfig) -> Result<(Vec<T>, Vec<T>)> {
         let e = self.x.numel();
-        let baseline: Vec<T> = match &c.baseline {
-            None => vec![T::zero(); e],
-            Some(b) => {
-                if b.numel() != e {
-                    return Err(SaliencyError::Option {
-                        option: "baseline",
-                        reason: format!(
-                            "shape {:?} does not match the input {:?}",
-                            b.dims(),
-                            &self.x.dims()[1..]
-                        ),
-                    });
-                }
-                b.as_slice()
-                    .iter()
-                    .map(|v| T::from_f64(v.as_f64()))
-                    .collect()
-            }
-        };
-        let (alphas, weights) = c.rule.points(c.steps);
+        let (baseline, alphas, weights) = ig_path(self.x, c)?;
         let steps = c.steps;
         let (mut sum, mut sumsq) = (vec![T::zero(); e], vec![T::zero(); e]);
         // Points are numbered copy-major: point p is step p % steps of copy p / steps, so each
