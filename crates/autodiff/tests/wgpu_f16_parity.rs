@@ -114,7 +114,8 @@ fn f16_uploads_round_to_nearest_and_download_exactly() {
     let back = back.into_vec();
     assert_eq!(&back[..3], &[1.0, 1.0, 65504.0]);
     assert_eq!(
-        back[3], -5.960464477539063e-8,
+        back[3],
+        -(2.0f32.powi(-24)),
         "rounded to the nearest subnormal"
     );
     assert!((back[4] - 0.1).abs() < 0.1 / 2048.0);

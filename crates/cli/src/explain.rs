@@ -74,11 +74,14 @@ pub struct ExplainArgs {
     /// What is differentiated: the target's logit or its softmax probability.
     #[arg(long, value_enum, default_value_t = OutputName::Logit)]
     output: OutputName,
-    /// Where to compute: cpu, or wgpu in a binary built with the `wgpu` feature (gradient,
-    /// guided backprop and their smoothed forms; an error, never a CPU fallback, when no adapter
-    /// is found).
+    /// Where to compute: cpu, or wgpu in a binary built with the `wgpu` feature (every method;
+    /// an error, never a CPU fallback, when no adapter is found).
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     device: Device,
+    /// How --device wgpu stores activations and weights: f32, or f16 (f32 arithmetic; needs
+    /// the adapter's SHADER_F16 feature).
+    #[arg(long, value_enum, default_value_t = PrecisionName::F32)]
+    precision: PrecisionName,
     /// Working memory for one chunk of noisy copies, in MiB [default: 128].
     #[arg(long, value_name = "MB")]
     memory_budget: Option<usize>,
@@ -113,6 +116,12 @@ enum OutputName {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PrecisionName {
+    F32,
+    F16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Device {
     Cpu,
     Cuda,
@@ -127,7 +136,14 @@ enum Engine<'m> {
 }
 
 impl<'m> Engine<'m> {
-    fn new(device: Device, model: &'m Model<f32>, budget: usize, output: Output) -> Result<Self> {
+    #[cfg_attr(not(feature = "wgpu"), allow(unused_variables))]
+    fn new(
+        device: Device,
+        model: &'m Model<f32>,
+        budget: usize,
+        output: Output,
+        precision: PrecisionName,
+    ) -> Result<Self> {
         match device {
             #[cfg(feature = "wgpu")]
             Device::Wgpu => {
@@ -137,10 +153,19 @@ impl<'m> Engine<'m> {
                     .context("--device wgpu")?
                     .memory_budget(budget)
                     .output(output);
+                let explainer = match precision {
+                    PrecisionName::F32 => explainer,
+                    PrecisionName::F16 => explainer
+                        .precision(smoothgrad_saliency::wgpu_explain::Precision::F16Storage)
+                        .context("--precision f16")?,
+                };
                 let info = explainer.adapter_info();
                 eprintln!(
-                    "device: wgpu ({}, {:?}, {:?})",
-                    info.name, info.backend, info.device_type
+                    "device: wgpu ({}, {:?}, {:?}, {} storage)",
+                    info.name,
+                    info.backend,
+                    info.device_type,
+                    explainer.storage_precision().name()
                 );
                 Ok(Engine::Wgpu(Box::new(explainer)))
             }
@@ -195,6 +220,9 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
             name.unwrap_or_default()
         );
     }
+    if args.precision != PrecisionName::F32 && args.device != Device::Wgpu {
+        bail!("--precision f16 applies to --device wgpu only");
+    }
     let mut recipe = recipe(args)?;
     let items = collect_inputs(args)?;
     if args.out_dir.is_none() && items.len() > 1 && (args.npy.is_some() || args.png.is_some()) {
@@ -233,7 +261,7 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
         OutputName::Logit => Output::Logit,
         OutputName::Probability => Output::Probability,
     };
-    let explainer = Engine::new(args.device, &model, budget, output)?;
+    let explainer = Engine::new(args.device, &model, budget, output, args.precision)?;
     let drawing = Drawing::new(args.diverging, args.overlay, args.colormap);
     let description = recipe.describe(&method_label(args));
 
