@@ -11,6 +11,9 @@
 //                          that hold it, gathered in row-major window order (no atomics).
 //   global_avgpool2d_fwd   one workgroup per (n, c) plane: tree reduction, times 1/(H·W).
 //   global_avgpool2d_bwd   one invocation per input element: dy of its plane times 1/(H·W).
+// Storage type of tensors: the host builds an f16 variant of this file by replacing this
+// alias (and enabling f16); arithmetic stays f32.
+alias stored = f32;
 
 struct Params {
     batch: u32,
@@ -33,9 +36,9 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
-@group(0) @binding(5) var<storage, read> dy: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<stored>;
+@group(0) @binding(2) var<storage, read_write> y: array<stored>;
+@group(0) @binding(5) var<storage, read> dy: array<stored>;
 
 var<workgroup> partial: array<f32, 256>;
 
@@ -69,17 +72,17 @@ fn avgpool2d_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     let rows = window((e % out_plane) / p.out_w, p.stride_h, p.pad_h, p.kernel_h, p.in_h);
     let cols = window(e % p.out_w, p.stride_w, p.pad_w, p.kernel_w, p.in_w);
     if rows.x >= rows.y || cols.x >= cols.y {
-        y[e] = 0.0;
+        y[e] = stored(0.0);
         return;
     }
     let x_base = plane * p.in_h * p.in_w;
     var s = 0.0;
     for (var ih = rows.x; ih < rows.y; ih++) {
         for (var iw = cols.x; iw < cols.y; iw++) {
-            s += x[x_base + u32(ih) * p.in_w + u32(iw)];
+            s += f32(x[x_base + u32(ih) * p.in_w + u32(iw)]);
         }
     }
-    y[e] = s / divisor(rows, cols);
+    y[e] = stored(s / divisor(rows, cols));
 }
 
 @compute @workgroup_size(256)
@@ -104,10 +107,10 @@ fn avgpool2d_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
         let rows = window(u32(oh), p.stride_h, p.pad_h, p.kernel_h, p.in_h);
         for (var ow = ow_lo; ow <= ow_hi; ow++) {
             let cols = window(u32(ow), p.stride_w, p.pad_w, p.kernel_w, p.in_w);
-            s += dy[out_base + u32(oh) * p.out_w + u32(ow)] / divisor(rows, cols);
+            s += f32(dy[out_base + u32(oh) * p.out_w + u32(ow)]) / divisor(rows, cols);
         }
     }
-    y[e] = s;
+    y[e] = stored(s);
 }
 
 @compute @workgroup_size(256)
@@ -119,7 +122,7 @@ fn global_avgpool2d_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
     var s = 0.0;
     if live {
         for (var k = lid; k < in_plane; k += 256u) {
-            s += x[plane * in_plane + k];
+            s += f32(x[plane * in_plane + k]);
         }
     }
     partial[lid] = s;
@@ -131,7 +134,7 @@ fn global_avgpool2d_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
         workgroupBarrier();
     }
     if lid == 0u && live {
-        y[plane] = partial[0] * p.inv_plane;
+        y[plane] = stored(partial[0] * p.inv_plane);
     }
 }
 
@@ -143,5 +146,5 @@ fn global_avgpool2d_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
     if e >= p.batch * p.channels * in_plane {
         return;
     }
-    y[e] = dy[e / in_plane] * p.inv_plane;
+    y[e] = stored(f32(dy[e / in_plane]) * p.inv_plane);
 }

@@ -6,6 +6,9 @@
 // host folding more than 65535 workgroups into y. One invocation per element.
 //   batch_norm_fwd  y[e] from x[e] and the statistics of its channel.
 //   batch_norm_bwd  dx[e] from dy[e].
+// Storage type of tensors: the host builds an f16 variant of this file by replacing this
+// alias (and enabling f16); arithmetic stays f32.
+alias stored = f32;
 
 struct Params {
     len: u32,
@@ -16,19 +19,19 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> gamma: array<f32>;
-@group(0) @binding(3) var<storage, read> beta: array<f32>;
-@group(0) @binding(4) var<storage, read> mean: array<f32>;
-@group(0) @binding(5) var<storage, read> variance: array<f32>;
-@group(0) @binding(6) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<stored>;
+@group(0) @binding(2) var<storage, read> gamma: array<stored>;
+@group(0) @binding(3) var<storage, read> beta: array<stored>;
+@group(0) @binding(4) var<storage, read> mean: array<stored>;
+@group(0) @binding(5) var<storage, read> variance: array<stored>;
+@group(0) @binding(6) var<storage, read_write> y: array<stored>;
 
 fn flat_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wid.y * nwg.x + wid.x) * 256u + lid;
 }
 
 fn inv_std(c: u32) -> f32 {
-    return 1.0 / sqrt(variance[c] + p.eps);
+    return 1.0 / sqrt(f32(variance[c]) + p.eps);
 }
 
 @compute @workgroup_size(256)
@@ -39,8 +42,8 @@ fn batch_norm_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
         return;
     }
     let c = (e / p.inner) % p.channels;
-    let normalised = (x[e] - mean[c]) * inv_std(c);
-    y[e] = normalised * gamma[c] + beta[c];
+    let normalised = (f32(x[e]) - f32(mean[c])) * inv_std(c);
+    y[e] = stored(normalised * f32(gamma[c]) + f32(beta[c]));
 }
 
 // Here `x` holds dy.
@@ -52,5 +55,5 @@ fn batch_norm_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
         return;
     }
     let c = (e / p.inner) % p.channels;
-    y[e] = x[e] * (inv_std(c) * gamma[c]);
+    y[e] = stored(f32(x[e]) * (inv_std(c) * f32(gamma[c])));
 }

@@ -14,6 +14,9 @@
 //
 // conv2d_bwd_bias: workgroup 256, one workgroup per output channel (dispatch folded into x, y);
 // the workgroup sums dY over batch and pixels with a tree reduction.
+// Storage type of tensors: the host builds an f16 variant of this file by replacing this
+// alias (and enabling f16); arithmetic stays f32.
+alias stored = f32;
 
 struct Params {
     batch: u32,
@@ -39,11 +42,11 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read> dy: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<stored>;
+@group(0) @binding(2) var<storage, read> w: array<stored>;
+@group(0) @binding(3) var<storage, read> bias: array<stored>;
+@group(0) @binding(4) var<storage, read> dy: array<stored>;
+@group(0) @binding(5) var<storage, read_write> out: array<stored>;
 @group(0) @binding(6) var<storage, read_write> mask: array<atomic<u32>>;
 
 const TILE: u32 = 64u;
@@ -84,7 +87,7 @@ fn im2col(n: u32, g: u32, k: u32, q: u32) -> f32 {
         return 0.0;
     }
     let channel = n * p.in_channels + g * channels_per_group() + c;
-    return x[(channel * p.in_h + u32(ih)) * p.in_w + u32(iw)];
+    return f32(x[(channel * p.in_h + u32(ih)) * p.in_w + u32(iw)]);
 }
 
 // The dY entry that reaches input pixel q = ih·W + iw through output channel o and tap (i, j),
@@ -113,7 +116,7 @@ fn dy_gather(n: u32, g: u32, k: u32, q: u32) -> f32 {
         return 0.0;
     }
     let channel = n * p.out_channels + g * outputs_per_group() + o;
-    return dy[(channel * p.out_h + oh) * p.out_w + ow];
+    return f32(dy[(channel * p.out_h + oh) * p.out_w + ow]);
 }
 
 // Element (m, k) of the left operand.
@@ -124,19 +127,19 @@ fn load_a(mode: u32, z: u32, m: u32, k: u32) -> f32 {
         case MODE_FWD: {
             // W_g[m, k]
             let g = z % p.groups;
-            return w[(g * og + m) * channels_per_group() * t + k];
+            return f32(w[(g * og + m) * channels_per_group() * t + k]);
         }
         case MODE_BWD_INPUT: {
             // W_gᵀ: row m = input channel, k = o·taps + tap
             let g = z % p.groups;
             let o = k / t;
-            return w[((g * og + o) * channels_per_group() + m) * t + k % t];
+            return f32(w[((g * og + o) * channels_per_group() + m) * t + k % t]);
         }
         default: {
             // dY_g[m, (n, q)] with k = n·P + q
             let plane = p.out_h * p.out_w;
             let n = k / plane;
-            return dy[(n * p.out_channels + z * og + m) * plane + k % plane];
+            return f32(dy[(n * p.out_channels + z * og + m) * plane + k % plane]);
         }
     }
 }
@@ -199,7 +202,7 @@ fn gemm(mode: u32, z: u32, m_size: u32, n_size: u32, k_size: u32, row0: u32, col
 // Output value of row m, column q of a forward tile: accumulator plus bias.
 fn biased(g: u32, m: u32, v: f32) -> f32 {
     if p.has_bias != 0u {
-        return v + bias[g * outputs_per_group() + m];
+        return v + f32(bias[g * outputs_per_group() + m]);
     }
     return v;
 }
@@ -224,7 +227,7 @@ fn conv2d_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
         for (var j = 0u; j < 4u; j++) {
             let q = col0 + lid.x * 4u + j;
             if m < og && q < plane {
-                out[(n * p.out_channels + g * og + m) * plane + q] = biased(g, m, acc[i * 4u + j]);
+                out[(n * p.out_channels + g * og + m) * plane + q] = stored(biased(g, m, acc[i * 4u + j]));
             }
         }
     }
@@ -252,7 +255,7 @@ fn conv2d_fwd_relu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
                 let e = (n * p.out_channels + g * og + m) * plane + q;
                 let v = biased(g, m, acc[i * 4u + j]);
                 let positive = v > 0.0;
-                out[e] = select(0.0, v, positive || is_nan(v));
+                out[e] = stored(select(0.0, v, positive || is_nan(v)));
                 if e / 32u != word {
                     if bits != 0u {
                         atomicOr(&mask[word], bits);
@@ -285,7 +288,7 @@ fn conv2d_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
         for (var j = 0u; j < 4u; j++) {
             let q = col0 + lid.x * 4u + j;
             if m < cg && q < plane {
-                out[(n * p.in_channels + g * cg + m) * plane + q] = acc[i * 4u + j];
+                out[(n * p.in_channels + g * cg + m) * plane + q] = stored(acc[i * 4u + j]);
             }
         }
     }
@@ -305,7 +308,7 @@ fn conv2d_bwd_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
         for (var j = 0u; j < 4u; j++) {
             let k = col0 + lid.x * 4u + j;
             if m < og && k < k_size {
-                out[(g * og + m) * k_size + k] = acc[i * 4u + j];
+                out[(g * og + m) * k_size + k] = stored(acc[i * 4u + j]);
             }
         }
     }
@@ -319,7 +322,7 @@ fn conv2d_bwd_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     var s = 0.0;
     if o < p.out_channels {
         for (var r = t; r < p.batch * plane; r += 256u) {
-            s += dy[((r / plane) * p.out_channels + o) * plane + r % plane];
+            s += f32(dy[((r / plane) * p.out_channels + o) * plane + r % plane]);
         }
     }
     partial[t] = s;
@@ -331,6 +334,6 @@ fn conv2d_bwd_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
         workgroupBarrier();
     }
     if t == 0u && o < p.out_channels {
-        out[o] = partial[0];
+        out[o] = stored(partial[0]);
     }
 }

@@ -9,6 +9,9 @@
 // read the pixel, then accumulates Σ and Σ². The weights W[o, c, :, :] of those output channels
 // are staged once in workgroup memory when they fit (O/g·kh·kw ≤ 3072 floats, 12 KiB), and read
 // from the storage buffer otherwise.
+// Storage type of tensors: the host builds an f16 variant of this file by replacing this
+// alias (and enabling f16); arithmetic stays f32.
+alias stored = f32;
 
 struct Params {
     batch: u32,
@@ -36,8 +39,8 @@ struct Params {
 const CACHE: u32 = 3072u;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(4) var<storage, read> dy: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<stored>;
+@group(0) @binding(4) var<storage, read> dy: array<stored>;
 @group(0) @binding(5) var<storage, read_write> sum: array<f32>;
 @group(0) @binding(7) var<storage, read_write> sumsq: array<f32>;
 
@@ -58,7 +61,7 @@ fn conv2d_bwd_input_reduce_copies(@builtin(workgroup_id) wid: vec3<u32>,
     if cached {
         // w_cache[m·taps + tap] = W[g·og + m, c_local, tap]
         for (var k = lid; k < og * taps; k += 256u) {
-            w_cache[k] = w[((g * og + k / taps) * cg + c_local) * taps + k % taps];
+            w_cache[k] = f32(w[((g * og + k / taps) * cg + c_local) * taps + k % taps]);
         }
     }
     workgroupBarrier();
@@ -92,9 +95,9 @@ fn conv2d_bwd_input_reduce_copies(@builtin(workgroup_id) wid: vec3<u32>,
                     if cached {
                         wv = w_cache[m * taps + tap];
                     } else {
-                        wv = w[(o * cg + c_local) * taps + tap];
+                        wv = f32(w[(o * cg + c_local) * taps + tap]);
                     }
-                    d += wv * dy[dy_base + oh * p.out_w + ow];
+                    d += wv * f32(dy[dy_base + oh * p.out_w + ow]);
                 }
             }
         }

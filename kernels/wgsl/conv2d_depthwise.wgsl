@@ -12,6 +12,9 @@
 //       the O/g output channels of c and the taps that read (ih, iw).
 //   conv2d_depthwise_bwd_weight one workgroup per weight element (o, i, j): tree reduction of
 //       dY·x over batch and output pixels.
+// Storage type of tensors: the host builds an f16 variant of this file by replacing this
+// alias (and enabling f16); arithmetic stays f32.
+alias stored = f32;
 
 struct Params {
     batch: u32,
@@ -37,11 +40,11 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read> dy: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<stored>;
+@group(0) @binding(2) var<storage, read> w: array<stored>;
+@group(0) @binding(3) var<storage, read> bias: array<stored>;
+@group(0) @binding(4) var<storage, read> dy: array<stored>;
+@group(0) @binding(5) var<storage, read_write> out: array<stored>;
 @group(0) @binding(6) var<storage, read_write> mask: array<u32>;
 
 var<workgroup> words: array<atomic<u32>, 8>;
@@ -65,7 +68,7 @@ fn forward_value(e: u32) -> f32 {
     let x_base = (n * p.in_channels + c) * p.in_h * p.in_w;
     var s = 0.0;
     if p.has_bias != 0u {
-        s = bias[o];
+        s = f32(bias[o]);
     }
     for (var i = 0u; i < p.kernel_h; i++) {
         let ih = i32(oh * p.stride_h + i * p.dilation_h) - i32(p.pad_h);
@@ -77,7 +80,7 @@ fn forward_value(e: u32) -> f32 {
             if iw < 0 || iw >= i32(p.in_w) {
                 continue;
             }
-            s += w[(o * p.kernel_h + i) * p.kernel_w + j] * x[x_base + u32(ih) * p.in_w + u32(iw)];
+            s += f32(w[(o * p.kernel_h + i) * p.kernel_w + j]) * f32(x[x_base + u32(ih) * p.in_w + u32(iw)]);
         }
     }
     return s;
@@ -92,7 +95,7 @@ fn conv2d_depthwise_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
                         @builtin(local_invocation_index) lid: u32) {
     let e = flat_index(wid, nwg, lid);
     if e < output_len() {
-        out[e] = forward_value(e);
+        out[e] = stored(forward_value(e));
     }
 }
 
@@ -107,7 +110,7 @@ fn conv2d_depthwise_fwd_relu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num
     if e < output_len() {
         let v = forward_value(e);
         let positive = v > 0.0;
-        out[e] = select(0.0, v, positive || is_nan(v));
+        out[e] = stored(select(0.0, v, positive || is_nan(v)));
         if positive {
             atomicOr(&words[lid / 32u], 1u << (lid % 32u));
         }
@@ -149,11 +152,11 @@ fn conv2d_depthwise_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(nu
                     continue;
                 }
                 let ow = u32(nw) / p.stride_w;
-                s += w[(o * p.kernel_h + i) * p.kernel_w + j] * dy[dy_base + oh * p.out_w + ow];
+                s += f32(w[(o * p.kernel_h + i) * p.kernel_w + j]) * f32(dy[dy_base + oh * p.out_w + ow]);
             }
         }
     }
-    out[e] = s;
+    out[e] = stored(s);
 }
 
 @compute @workgroup_size(256)
@@ -177,8 +180,8 @@ fn conv2d_depthwise_bwd_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(n
             if ih < 0 || iw < 0 || ih >= i32(p.in_h) || iw >= i32(p.in_w) {
                 continue;
             }
-            let xv = x[((n * p.in_channels + c) * p.in_h + u32(ih)) * p.in_w + u32(iw)];
-            s += dy[(n * p.out_channels + o) * plane + r % plane] * xv;
+            let xv = f32(x[((n * p.in_channels + c) * p.in_h + u32(ih)) * p.in_w + u32(iw)]);
+            s += f32(dy[(n * p.out_channels + o) * plane + r % plane]) * xv;
         }
     }
     partial[lid] = s;
@@ -190,6 +193,6 @@ fn conv2d_depthwise_bwd_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(n
         workgroupBarrier();
     }
     if lid == 0u && weight < p.out_channels * taps {
-        out[weight] = partial[0];
+        out[weight] = stored(partial[0]);
     }
 }

@@ -5,6 +5,9 @@
 //   add_fwd        one invocation per element: out = a + b (same shape).
 //   sum_batch_fwd  one invocation per element e of one sample: out[e] = Σ_n a[n, e], summed in
 //                  batch order as the CPU (the bias gradient of a linear layer is this sum).
+// Storage type of tensors: the host builds an f16 variant of this file by replacing this
+// alias (and enabling f16); arithmetic stays f32.
+alias stored = f32;
 
 struct Params {
     len: u32,
@@ -14,9 +17,9 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<stored>;
+@group(0) @binding(2) var<storage, read> b: array<stored>;
+@group(0) @binding(3) var<storage, read_write> out: array<stored>;
 
 fn flat_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wid.y * nwg.x + wid.x) * 256u + lid;
@@ -27,7 +30,7 @@ fn add_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
            @builtin(local_invocation_index) lid: u32) {
     let e = flat_index(wid, nwg, lid);
     if e < p.len {
-        out[e] = a[e] + b[e];
+        out[e] = stored(f32(a[e]) + f32(b[e]));
     }
 }
 
@@ -41,7 +44,7 @@ fn sum_batch_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     }
     var s = 0.0;
     for (var n = 0u; n < p.batch; n++) {
-        s += a[n * p.len + e];
+        s += f32(a[n * p.len + e]);
     }
-    out[e] = s;
+    out[e] = stored(s);
 }

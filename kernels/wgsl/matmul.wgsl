@@ -7,6 +7,9 @@
 // split by the host into dispatches of at most 65535 along z (`z_base` is the first z of a
 // dispatch). Each invocation computes a 4×4 block of its workgroup's 64×64 tile of C, looping
 // over K in steps of 16 through two workgroup tiles (A 16×64 and B 16×64 floats, 8 KiB in all).
+// Storage type of tensors: the host builds an f16 variant of this file by replacing this
+// alias (and enabling f16); arithmetic stays f32.
+alias stored = f32;
 
 struct Params {
     m: u32,
@@ -24,10 +27,10 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<stored>;
+@group(0) @binding(2) var<storage, read> b: array<stored>;
+@group(0) @binding(3) var<storage, read> bias: array<stored>;
+@group(0) @binding(4) var<storage, read_write> c: array<stored>;
 
 const TILE: u32 = 64u;
 const DEPTH: u32 = 16u;
@@ -51,12 +54,12 @@ fn matmul_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
             let mn = flat % TILE;
             var av = 0.0;
             if row0 + mn < p.m && k < p.k {
-                av = a[a_base + (row0 + mn) * p.a_row + k * p.a_col];
+                av = f32(a[a_base + (row0 + mn) * p.a_row + k * p.a_col]);
             }
             tile_a[flat] = av;
             var bv = 0.0;
             if col0 + mn < p.n && k < p.k {
-                bv = b[b_base + k * p.b_row + (col0 + mn) * p.b_col];
+                bv = f32(b[b_base + k * p.b_row + (col0 + mn) * p.b_col]);
             }
             tile_b[flat] = bv;
         }
@@ -83,9 +86,9 @@ fn matmul_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
             if row < p.m && col < p.n {
                 var v = acc[i * 4u + j];
                 if p.has_bias != 0u {
-                    v += bias[col];
+                    v += f32(bias[col]);
                 }
-                c[(z * p.m + row) * p.n + col] = v;
+                c[(z * p.m + row) * p.n + col] = stored(v);
             }
         }
     }

@@ -9,6 +9,9 @@
 //   maxpool2d_bwd  one invocation per input element (n, c, ih, iw): gathers, instead of
 //                  scattering with atomics, the dy of every window whose argmax is this element,
 //                  in row-major window order (so the sum is the CPU's, term for term).
+// Storage type of tensors: the host builds an f16 variant of this file by replacing this
+// alias (and enabling f16); arithmetic stays f32.
+alias stored = f32;
 
 struct Params {
     batch: u32,
@@ -30,11 +33,11 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<stored>;
+@group(0) @binding(2) var<storage, read_write> y: array<stored>;
 @group(0) @binding(3) var<storage, read_write> argmax: array<u32>;
 @group(0) @binding(4) var<storage, read> argmax_in: array<u32>;
-@group(0) @binding(5) var<storage, read> dy: array<f32>;
+@group(0) @binding(5) var<storage, read> dy: array<stored>;
 
 const NO_ARGMAX: u32 = 0xffffffffu;
 
@@ -73,7 +76,7 @@ fn maxpool2d_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
                 continue;
             }
             let at = u32(ih) * p.in_w + u32(iw);
-            let v = x[x_base + at];
+            let v = f32(x[x_base + at]);
             // As PyTorch: the first tap inside the input is the answer for an all -inf window.
             if best_at == NO_ARGMAX {
                 best_at = at;
@@ -84,7 +87,7 @@ fn maxpool2d_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
             }
         }
     }
-    y[e] = best;
+    y[e] = stored(best);
     argmax[e] = best_at;
 }
 
@@ -116,9 +119,9 @@ fn maxpool2d_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
             }
             let o = out_base + oh * p.out_w + u32(nw) / p.stride_w;
             if argmax_in[o] == at {
-                s += dy[o];
+                s += f32(dy[o]);
             }
         }
     }
-    y[e] = s;
+    y[e] = stored(s);
 }

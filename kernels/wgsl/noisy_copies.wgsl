@@ -16,6 +16,9 @@
 //                     (the backward of the copies, also SmoothGrad²'s and VarGrad's reduction).
 //   normal_fwd        one invocation per block of 4: out[e] = normal(seed, stream = first, e).
 //   philox_fwd        one invocation per counter: bits[4t..4t+4] = Philox(counters[4t..4t+4], key).
+// Storage type of tensors: the host builds an f16 variant of this file by replacing this
+// alias (and enabling f16); arithmetic stays f32.
+alias stored = f32;
 
 struct Params {
     // Elements of one copy (noisy_copies_*), of the output (normal_fwd), or counters (philox_fwd).
@@ -31,11 +34,11 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<stored>;
 @group(0) @binding(2) var<storage, read> counters: array<u32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<stored>;
 @group(0) @binding(4) var<storage, read_write> bits: array<u32>;
-@group(0) @binding(5) var<storage, read> g: array<f32>;
+@group(0) @binding(5) var<storage, read> g: array<stored>;
 @group(0) @binding(6) var<storage, read_write> sum: array<f32>;
 @group(0) @binding(7) var<storage, read_write> sumsq: array<f32>;
 
@@ -189,7 +192,7 @@ fn noisy_copies_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     for (var l = 0u; l < 4u; l++) {
         let e = block * 4u + l;
         if e < p.elements {
-            out[copy * p.elements + e] = x[e] + p.sigma * z[l];
+            out[copy * p.elements + e] = stored(f32(x[e]) + p.sigma * z[l]);
         }
     }
 }
@@ -202,7 +205,7 @@ fn noisy_copies_given_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
         return;
     }
     let e = t % p.elements;
-    out[t] = x[e] + p.sigma * g[p.first * p.elements + t];
+    out[t] = stored(f32(x[e]) + p.sigma * f32(g[p.first * p.elements + t]));
 }
 
 @compute @workgroup_size(256)
@@ -215,7 +218,7 @@ fn noisy_copies_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     var s = sum[e];
     var s2 = sumsq[e];
     for (var i = 0u; i < p.count; i++) {
-        let v = g[i * p.elements + e];
+        let v = f32(g[i * p.elements + e]);
         s += v;
         s2 += v * v;
     }
@@ -234,7 +237,7 @@ fn normal_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     for (var l = 0u; l < 4u; l++) {
         let e = block * 4u + l;
         if e < p.elements {
-            out[e] = z[l];
+            out[e] = stored(z[l]);
         }
     }
 }

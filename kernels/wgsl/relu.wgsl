@@ -10,6 +10,9 @@
 //     A workgroup's 256 elements are 8 whole mask words: bits are gathered in workgroup memory,
 //     then stored by 8 invocations, with no global atomics.
 //   relu_bwd   dx = dy where the bit is set (and, when guided, dy > 0), else 0. Also clamp's.
+// Storage type of tensors: the host builds an f16 variant of this file by replacing this
+// alias (and enabling f16); arithmetic stays f32.
+alias stored = f32;
 
 struct Params {
     len: u32,
@@ -19,11 +22,11 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<stored>;
+@group(0) @binding(2) var<storage, read_write> y: array<stored>;
 @group(0) @binding(3) var<storage, read_write> mask: array<u32>;
 @group(0) @binding(4) var<storage, read> mask_in: array<u32>;
-@group(0) @binding(5) var<storage, read> dy: array<f32>;
+@group(0) @binding(5) var<storage, read> dy: array<stored>;
 
 var<workgroup> words: array<atomic<u32>, 8>;
 
@@ -55,9 +58,9 @@ fn relu_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     }
     workgroupBarrier();
     if e < p.len {
-        let v = x[e];
+        let v = f32(x[e]);
         let positive = v > 0.0;
-        y[e] = select(0.0, v, positive || is_nan(v));
+        y[e] = stored(select(0.0, v, positive || is_nan(v)));
         if positive {
             atomicOr(&words[lid / 32u], 1u << (lid % 32u));
         }
@@ -74,7 +77,7 @@ fn clamp_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     }
     workgroupBarrier();
     if e < p.len {
-        let v = x[e];
+        let v = f32(x[e]);
         var clamped = v;
         // NaN is tested by its bits: some drivers fold the comparisons below into min/max,
         // which would replace it.
@@ -85,7 +88,7 @@ fn clamp_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
         } else if v > p.high {
             clamped = p.high;
         }
-        y[e] = clamped;
+        y[e] = stored(clamped);
         if v > p.low && v < p.high {
             atomicOr(&words[lid / 32u], 1u << (lid % 32u));
         }
@@ -100,7 +103,7 @@ fn relu_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     if e >= p.len {
         return;
     }
-    let g = dy[e];
+    let g = f32(dy[e]);
     let keep = ((mask_in[e / 32u] >> (e % 32u)) & 1u) == 1u && (p.guided == 0u || g > 0.0);
-    y[e] = select(0.0, g, keep);
+    y[e] = stored(select(0.0, g, keep));
 }

@@ -6,6 +6,9 @@
 // combine their partial max / sums by tree reductions in workgroup memory.
 //   softmax_fwd  y[row] from x[row].
 //   softmax_bwd  dx[row] from y[row] and dy[row].
+// Storage type of tensors: the host builds an f16 variant of this file by replacing this
+// alias (and enabling f16); arithmetic stays f32.
+alias stored = f32;
 
 struct Params {
     rows: u32,
@@ -15,9 +18,9 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> dy: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<stored>;
+@group(0) @binding(2) var<storage, read> dy: array<stored>;
+@group(0) @binding(3) var<storage, read_write> out: array<stored>;
 
 var<workgroup> partial: array<f32, 256>;
 
@@ -49,20 +52,20 @@ fn softmax_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     var m = bitcast<f32>(0xff800000u);
     if live {
         for (var k = lid; k < p.len; k += 256u) {
-            m = max(m, x[base + k]);
+            m = max(m, f32(x[base + k]));
         }
     }
     m = reduce(m, lid, true);
     var s = 0.0;
     if live {
         for (var k = lid; k < p.len; k += 256u) {
-            s += exp(x[base + k] - m);
+            s += exp(f32(x[base + k]) - m);
         }
     }
     s = reduce(s, lid, false);
     if live {
         for (var k = lid; k < p.len; k += 256u) {
-            out[base + k] = exp(x[base + k] - m) / s;
+            out[base + k] = stored(exp(f32(x[base + k]) - m) / s);
         }
     }
 }
@@ -77,13 +80,13 @@ fn softmax_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     var d = 0.0;
     if live {
         for (var k = lid; k < p.len; k += 256u) {
-            d += dy[base + k] * x[base + k];
+            d += f32(dy[base + k]) * f32(x[base + k]);
         }
     }
     d = reduce(d, lid, false);
     if live {
         for (var k = lid; k < p.len; k += 256u) {
-            out[base + k] = x[base + k] * (dy[base + k] - d);
+            out[base + k] = stored(f32(x[base + k]) * (f32(dy[base + k]) - d));
         }
     }
 }

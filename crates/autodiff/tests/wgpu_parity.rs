@@ -15,6 +15,11 @@
 
 use std::path::PathBuf;
 
+/// The storage declaration of every kernel file and its f16 replacement (the backend's
+/// `kernels::STORED_F32` / `STORED_F16`, checked equal in the device tests).
+const STORED_F32: &str = "alias stored = f32;";
+const STORED_F16: &str = "enable f16;\nalias stored = f16;";
+
 fn wgsl_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../kernels/wgsl")
 }
@@ -28,25 +33,42 @@ fn every_wgsl_file_parses_and_validates() {
         .collect();
     files.sort();
     assert!(
-        files.len() >= 11,
+        files.len() >= 13,
         "expected the kernel files, found {files:?}"
     );
     for path in files {
         let name = path.display().to_string();
-        let source = std::fs::read_to_string(&path).expect("readable kernel file");
+        let f32_source = std::fs::read_to_string(&path).expect("readable kernel file");
         assert!(
-            source.starts_with("//"),
+            f32_source.starts_with("//"),
             "{name}: a kernel file opens with a comment giving its launch shape"
         );
-        let module = naga::front::wgsl::parse_str(&source)
-            .unwrap_or_else(|e| panic!("{}", e.emit_to_string_with_path(&source, &name)));
-        naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::all(),
-        )
-        .validate(&module)
-        .unwrap_or_else(|e| panic!("{}", e.emit_to_string_with_path(&source, &name)));
-        for entry in &module.entry_points {
+        // The f16-storage variant the host makes (kernels::source_for): one declaration swapped.
+        assert_eq!(
+            f32_source.matches(STORED_F32).count(),
+            1,
+            "{name}: declares its storage type once, as `{STORED_F32}`"
+        );
+        let f16_source = f32_source.replacen(STORED_F32, STORED_F16, 1);
+        let mut entries = Vec::new();
+        for (variant, source) in [("f32", &f32_source), ("f16", &f16_source)] {
+            let name = format!("{name} ({variant} storage)");
+            let module = naga::front::wgsl::parse_str(source)
+                .unwrap_or_else(|e| panic!("{}", e.emit_to_string_with_path(source, &name)));
+            naga::valid::Validator::new(
+                naga::valid::ValidationFlags::all(),
+                naga::valid::Capabilities::all(),
+            )
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{}", e.emit_to_string_with_path(source, &name)));
+            entries.push(module.entry_points);
+        }
+        assert_eq!(
+            entries[0].iter().map(|e| &e.name).collect::<Vec<_>>(),
+            entries[1].iter().map(|e| &e.name).collect::<Vec<_>>(),
+            "{name}: both variants have the same entry points"
+        );
+        for entry in &entries[0] {
             assert!(
                 entry.name.contains("_fwd") || entry.name.contains("_bwd"),
                 "{name}: entry point {} is not named <op>_fwd / <op>_bwd...",
@@ -554,6 +576,201 @@ mod device {
                 &format!("fused sumsq, {name}"),
             );
         }
+    }
+
+    #[test]
+    fn the_f16_substitution_is_the_one_the_validation_test_checks() {
+        use smoothgrad_autodiff::backend::wgpu::{Precision, kernels};
+        assert_eq!(kernels::STORED_F32, super::STORED_F32);
+        assert_eq!(kernels::STORED_F16, super::STORED_F16);
+        for (file, source) in kernels::SOURCES {
+            let f16 = kernels::source_for(file, Precision::F16Storage).expect("an f16 variant");
+            assert!(f16.starts_with("//") && f16.contains("alias stored = f16;"));
+            assert_eq!(kernels::source_for(file, Precision::F32).unwrap(), *source);
+        }
+    }
+
+    // ---- concat and the attribution kernels -------------------------------------------------
+
+    #[test]
+    fn concat_fwd_and_bwd_match_the_tape_exactly() {
+        let ctx = gpu_or_skip!();
+        let cases: [(&[[usize; 4]], usize); 4] = [
+            (&[[2, 3, 4, 5], [2, 1, 4, 5]], 1),
+            (&[[2, 3, 4, 5], [2, 3, 2, 5], [2, 3, 1, 5]], 2),
+            (&[[1, 2, 3, 1], [1, 2, 3, 4], [1, 2, 3, 1]], 3),
+            (&[[3, 2, 1, 1]], 1),
+        ];
+        for (k, (dims, axis)) in cases.into_iter().enumerate() {
+            let parts: Vec<Tensor<f32>> = dims
+                .iter()
+                .enumerate()
+                .map(|(i, d)| uniform(d, 900 + 10 * k as u64 + i as u64))
+                .collect();
+            let mut tape = Tape::new();
+            let vars: Vec<Var<f32>> = parts.iter().map(|t| tape.var(t.clone())).collect();
+            let refs: Vec<&Var<f32>> = vars.iter().collect();
+            let y = tape.concat(&refs, axis).unwrap();
+            let dy = uniform(y.dims(), 950 + k as u64);
+            let grads = tape.backward_from(&y, &dy).unwrap();
+            let gpu_parts: Vec<GpuTensor> = parts.iter().map(|t| up(ctx, t)).collect();
+            let gpu_refs: Vec<&GpuTensor> = gpu_parts.iter().collect();
+            let got = ctx.concat_fwd(&gpu_refs, axis).unwrap();
+            assert_eq!(got.dims(), y.dims(), "case {k}");
+            assert_eq!(down(ctx, &got), y.value().as_slice(), "concat_fwd case {k}");
+            let lengths: Vec<usize> = dims.iter().map(|d| d[axis]).collect();
+            let dxs = ctx.concat_bwd(&up(ctx, &dy), axis, &lengths).unwrap();
+            for (i, (dx, v)) in dxs.iter().zip(&vars).enumerate() {
+                assert_eq!(dx.dims(), v.dims(), "case {k} part {i}");
+                let want = grads.get(v).unwrap();
+                assert_eq!(
+                    down(ctx, dx),
+                    want.as_slice(),
+                    "concat_bwd case {k} part {i}"
+                );
+            }
+        }
+        let a = up(ctx, &uniform(&[2, 3, 4, 5], 1));
+        let b = up(ctx, &uniform(&[2, 3, 5, 5], 2));
+        assert!(matches!(
+            ctx.concat_fwd(&[&a, &b], 1),
+            Err(Error::ShapeMismatch { .. })
+        ));
+        assert!(matches!(
+            ctx.concat_fwd(&[&a], 4),
+            Err(Error::InvalidAxis { .. })
+        ));
+    }
+
+    #[test]
+    fn grad_x_input_reduce_copies_matches_the_cpu_and_accumulates() {
+        let ctx = gpu_or_skip!();
+        for (n, dims) in [(5usize, [1usize, 3, 7, 5]), (1, [1, 2, 20, 20])] {
+            let e: usize = dims.iter().product();
+            let (x, g) = (uniform(&[n, e], 21), uniform(&[n, e], 22));
+            let (sum0, sq0) = (uniform(&dims, 23), uniform(&dims, 24));
+            let (mut sum, mut sumsq) = (sum0.clone().into_vec(), sq0.clone().into_vec());
+            for i in 0..n {
+                for j in 0..e {
+                    let a = x.as_slice()[i * e + j] * g.as_slice()[i * e + j];
+                    sum[j] += a;
+                    sumsq[j] += a * a;
+                }
+            }
+            let (mut gs, mut gq) = (up(ctx, &sum0), up(ctx, &sq0));
+            ctx.grad_x_input_reduce_copies(&up(ctx, &x), &up(ctx, &g), &mut gs, &mut gq)
+                .unwrap();
+            assert_close(&down(ctx, &gs), &sum, 1e-5, "grad_x_input sum");
+            assert_close(&down(ctx, &gq), &sumsq, 1e-5, "grad_x_input sumsq");
+        }
+    }
+
+    /// The CPU explainer's Integrated Gradients loop over points `p0..p0 + count` (copy-major),
+    /// on the host: the path points, and the sums after accumulating `g`.
+    #[allow(clippy::type_complexity)]
+    fn ig_reference(
+        copies: &[f32],
+        first_copy: usize,
+        baseline: &[f32],
+        (alphas, weights): (&[f32], &[f32]),
+        (p0, count): (usize, usize),
+        g: &[f32],
+        (integral, sum, sumsq): (&mut [f32], &mut [f32], &mut [f32]),
+    ) -> Vec<f32> {
+        let (e, steps) = (baseline.len(), alphas.len());
+        let mut points = Vec::with_capacity(count * e);
+        for j in 0..count {
+            let q = p0 + j;
+            let x = &copies[(q / steps - first_copy) * e..][..e];
+            let a = alphas[q % steps];
+            points.extend(x.iter().zip(baseline).map(|(&x, &b)| b + a * (x - b)));
+            for i in 0..e {
+                integral[i] += weights[q % steps] * g[j * e + i];
+            }
+            if q % steps == steps - 1 {
+                for i in 0..e {
+                    let a = (x[i] - baseline[i]) * integral[i];
+                    sum[i] += a;
+                    sumsq[i] += a * a;
+                    integral[i] = 0.0;
+                }
+            }
+        }
+        points
+    }
+
+    #[test]
+    fn integrated_gradients_kernels_match_the_cpu_loop() {
+        use smoothgrad_autodiff::backend::wgpu::{IgPath, IgPoints};
+        let ctx = gpu_or_skip!();
+        let dims = [1usize, 2, 5, 3];
+        let e: usize = dims.iter().product();
+        let (steps, copies_n) = (4usize, 3usize);
+        let copies = uniform(&[copies_n, 2, 5, 3], 31);
+        let baseline = uniform(&dims, 32);
+        let alphas = [0.1f32, 0.4, 0.6, 0.9];
+        let weights = [0.2f32, 0.3, 0.3, 0.2];
+        let (ga, gw) = (
+            ctx.upload_slice(&alphas, &[steps]).unwrap(),
+            ctx.upload_slice(&weights, &[steps]).unwrap(),
+        );
+        let gb = up(ctx, &baseline);
+        let path = IgPath {
+            baseline: &gb,
+            alphas: &ga,
+            weights: &gw,
+        };
+        let (mut integral, mut sum, mut sumsq) = (vec![0f32; e], vec![0f32; e], vec![0f32; e]);
+        let (mut gi, mut gs, mut gq) = (
+            ctx.zeros(&dims).unwrap(),
+            ctx.zeros(&dims).unwrap(),
+            ctx.zeros(&dims).unwrap(),
+        );
+        // Chunks of 5 and 7 points over 3 copies of 4 steps: copies straddle chunks.
+        let mut p0 = 0;
+        for (k, count) in [5usize, 7].into_iter().enumerate() {
+            let (c0, c1) = (p0 / steps, (p0 + count - 1) / steps);
+            let held = &copies.as_slice()[c0 * e..(c1 + 1) * e];
+            let held_gpu = ctx.upload_slice(held, &[c1 - c0 + 1, 2, 5, 3]).unwrap();
+            let points = IgPoints {
+                copies: &held_gpu,
+                first_copy: c0,
+                first_point: p0,
+                count,
+            };
+            let g = uniform(&[count, 2, 5, 3], 40 + k as u64);
+            let want_points = ig_reference(
+                copies.as_slice(),
+                0,
+                baseline.as_slice(),
+                (&alphas, &weights),
+                (p0, count),
+                g.as_slice(),
+                (&mut integral, &mut sum, &mut sumsq),
+            );
+            let got = ctx.ig_path_fwd(&path, &points).unwrap();
+            assert_eq!(got.dims(), &[count, 2, 5, 3]);
+            assert_close(&down(ctx, &got), &want_points, 1e-6, "ig_path_fwd");
+            ctx.ig_accumulate_bwd(&path, &points, &up(ctx, &g), &mut gi, &mut gs, &mut gq)
+                .unwrap();
+            assert_close(&down(ctx, &gi), &integral, 1e-5, "ig integral carried");
+            assert_close(&down(ctx, &gs), &sum, 1e-5, "ig sum");
+            assert_close(&down(ctx, &gq), &sumsq, 1e-5, "ig sumsq");
+            p0 += count;
+        }
+        assert!(sum.iter().any(|&v| v != 0.0), "every copy completed");
+        // Points whose copies the batch does not hold are refused.
+        let held_gpu = up(ctx, &uniform(&[1, 2, 5, 3], 50));
+        let points = IgPoints {
+            copies: &held_gpu,
+            first_copy: 0,
+            first_point: 2,
+            count: 3,
+        };
+        assert!(matches!(
+            ctx.ig_path_fwd(&path, &points),
+            Err(Error::InvalidArgument { .. })
+        ));
     }
 
     // ---- matmul and linear -----------------------------------------------------------------

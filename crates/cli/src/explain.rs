@@ -79,10 +79,14 @@ pub struct ExplainArgs {
     #[arg(long, value_enum, default_value_t = OutputName::Logit)]
     output: OutputName,
     /// Where to compute: cpu, or wgpu / cuda in a binary built with the `wgpu` / `cuda` feature
-    /// (gradient, guided backprop and their smoothed forms; an error, never a CPU fallback, when
-    /// no adapter or CUDA device is found).
+    /// (wgpu: every method; cuda: gradient, guided backprop and their smoothed forms). An
+    /// error, never a CPU fallback, when no adapter or CUDA device is found.
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     device: Device,
+    /// How --device wgpu stores activations and weights: f32, or f16 (f32 arithmetic; needs
+    /// the adapter's SHADER_F16 feature).
+    #[arg(long, value_enum, default_value_t = PrecisionName::F32)]
+    precision: PrecisionName,
     /// Working memory for one chunk of noisy copies, in MiB [default: 128].
     #[arg(long, value_name = "MB")]
     memory_budget: Option<usize>,
@@ -135,6 +139,12 @@ enum OutputName {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PrecisionName {
+    F32,
+    F16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Device {
     Cpu,
     Cuda,
@@ -151,7 +161,14 @@ enum Engine<'m> {
 }
 
 impl<'m> Engine<'m> {
-    fn new(device: Device, model: &'m Model<f32>, budget: usize, output: Output) -> Result<Self> {
+    #[cfg_attr(not(feature = "wgpu"), allow(unused_variables))]
+    fn new(
+        device: Device,
+        model: &'m Model<f32>,
+        budget: usize,
+        output: Output,
+        precision: PrecisionName,
+    ) -> Result<Self> {
         match device {
             #[cfg(feature = "wgpu")]
             Device::Wgpu => {
@@ -161,10 +178,19 @@ impl<'m> Engine<'m> {
                     .context("--device wgpu")?
                     .memory_budget(budget)
                     .output(output);
+                let explainer = match precision {
+                    PrecisionName::F32 => explainer,
+                    PrecisionName::F16 => explainer
+                        .precision(smoothgrad_saliency::wgpu_explain::Precision::F16Storage)
+                        .context("--precision f16")?,
+                };
                 let info = explainer.adapter_info();
                 eprintln!(
-                    "device: wgpu ({}, {:?}, {:?})",
-                    info.name, info.backend, info.device_type
+                    "device: wgpu ({}, {:?}, {:?}, {} storage)",
+                    info.name,
+                    info.backend,
+                    info.device_type,
+                    explainer.storage_precision().name()
                 );
                 Ok(Engine::Wgpu(Box::new(explainer)))
             }
@@ -265,6 +291,9 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
             "--resume needs --out-dir DIR: it skips inputs whose outputs are already there",
         ));
     }
+    if args.precision != PrecisionName::F32 && args.device != Device::Wgpu {
+        return Err(usage("--precision f16 applies to --device wgpu only"));
+    }
     let mut recipe = recipe(args)?;
     let limits = limits(args)?;
     let items = collect_inputs(args)?;
@@ -315,7 +344,8 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
         OutputName::Logit => Output::Logit,
         OutputName::Probability => Output::Probability,
     };
-    let explainer = Engine::new(args.device, &model, budget, output)?.with_limits(limits);
+    let explainer =
+        Engine::new(args.device, &model, budget, output, args.precision)?.with_limits(limits);
     let drawing = Drawing::new(args.diverging, args.overlay, args.colormap);
     let description = recipe.describe(&method_label(args));
 

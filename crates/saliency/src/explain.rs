@@ -340,6 +340,48 @@ fn ensure_rows_finite<T: Float>(
     })
 }
 
+/// Integrated Gradients' path for `x[1, ...]`: the baseline's values (zeros when none is given)
+/// and the rule's α and weights, one per step. Shared by every backend's explainer.
+pub(crate) fn ig_path<T: Float>(
+    x: &Tensor<T>,
+    c: &IgConfig,
+) -> Result<(Vec<T>, Vec<f64>, Vec<f64>)> {
+    if c.steps == 0 {
+        return Err(SaliencyError::Option {
+            option: "ig-steps",
+            reason: "must be at least 1".into(),
+        });
+    }
+    let e = x.numel();
+    let baseline: Vec<T> = match &c.baseline {
+        None => vec![T::zero(); e],
+        Some(b) => {
+            if b.numel() != e {
+                return Err(SaliencyError::Option {
+                    option: "baseline",
+                    reason: format!(
+                        "shape {:?} does not match the input {:?}",
+                        b.dims(),
+                        x.dims().get(1..).unwrap_or_default()
+                    ),
+                });
+            }
+            if let Some(i) = b.first_non_finite() {
+                return Err(SaliencyError::Option {
+                    option: "baseline",
+                    reason: format!("value at element {i} is not finite"),
+                });
+            }
+            b.as_slice()
+                .iter()
+                .map(|v| T::from_f64(v.as_f64()))
+                .collect()
+        }
+    };
+    let (alphas, weights) = c.rule.points(c.steps);
+    Ok((baseline, alphas, weights))
+}
+
 /// The first index of the largest value (0 for an empty slice).
 fn argmax<T: Float>(v: &[T]) -> usize {
     let mut best: Option<(usize, T)> = None;
@@ -552,33 +594,8 @@ impl<T: Float> Run<'_, '_, T> {
 
     fn integrated_gradients(&self, c: &IgConfig) -> Result<(Vec<T>, Vec<T>)> {
         let e = self.sample_len();
-        let baseline: Vec<T> = match &c.baseline {
-            None => vec![T::zero(); e],
-            Some(b) => {
-                if b.numel() != e {
-                    return Err(SaliencyError::Option {
-                        option: "baseline",
-                        reason: format!(
-                            "shape {:?} does not match the input {:?}",
-                            b.dims(),
-                            self.explainer.model.input_dims()
-                        ),
-                    });
-                }
-                if let Some(i) = b.first_non_finite() {
-                    return Err(SaliencyError::Option {
-                        option: "baseline",
-                        reason: format!("value at element {i} is not finite"),
-                    });
-                }
-                b.as_slice()
-                    .iter()
-                    .map(|v| T::from_f64(v.as_f64()))
-                    .collect()
-            }
-        };
+        let (baseline, alphas, weights) = ig_path(self.x, c)?;
         let steps = c.steps;
-        let (alphas, weights) = c.rule.points(steps);
         let path: Vec<(usize, T, T)> = alphas
             .iter()
             .zip(&weights)

@@ -1,79 +1,65 @@
 //! The explainer on a WebGPU device (feature `wgpu`): the same maps as [`Explainer`](crate::Explainer)
-//! for the gradient family, computed by the WGSL kernels of `smoothgrad_autodiff::backend::wgpu`.
+//! for every method, computed by the WGSL kernels of `smoothgrad_autodiff::backend::wgpu`.
 //!
 //! The model's weights are uploaded once. Each chunk of noisy copies is made on the device
 //! (`noisy_copies`: Philox noise drawn in the kernel, or given noise replayed), run forward
 //! through the graph (a convolution read only by a ReLU runs fused as `conv2d_fwd_relu`), and
-//! run backward from the one-hot target computing input gradients only. When the first layer
-//! is a convolution that alone reads the input, its backward writes Σ and Σ² over the copies
-//! directly (`conv2d_bwd_input_reduce_copies`); otherwise `reduce_copies` does. Only Σ and Σ²
-//! come back to the host, once per explanation.
+//! run backward from the one-hot target computing input gradients only. For the gradient and
+//! guided backprop, when the first layer is a convolution that alone reads the input, its
+//! backward writes Σ and Σ² over the copies directly (`conv2d_bwd_input_reduce_copies`);
+//! otherwise `reduce_copies` does. Grad×Input multiplies the per-copy gradients by the copies as
+//! it reduces them (`grad_x_input_bwd`); Integrated Gradients makes the path points of each copy
+//! on the device (`ig_path_fwd`) and integrates their gradients as it reduces
+//! (`ig_accumulate_bwd`). Only Σ and Σ² come back to the host, once per explanation.
 //!
-//! Supported: [`Method::Gradient`] and [`Method::GuidedBackprop`], with or without smoothing
-//! (gradient, SmoothGrad, SmoothGrad², VarGrad, guided backprop); layers conv2d, linear, relu,
-//! clamp, max/avg/global-avg pool, batch norm, add, softmax (last axis), flatten, reshape,
-//! identity. Anything else is a clear error, never a CPU fallback.
+//! Every [`Method`], with or without smoothing, on layers conv2d, linear, relu, clamp,
+//! max/avg/global-avg pool, batch norm, add, concat, softmax (last
+//! axis), flatten, reshape, identity. Anything else is a typed error naming the layer, never a
+//! CPU fallback. With [`Precision::F16Storage`] activations and weights are stored as f16 (the
+//! arithmetic stays f32, Σ and Σ² stay f32).
+
+mod graph;
 
 use crate::error::{Result, SaliencyError};
 use crate::explain::{DEFAULT_MEMORY_BUDGET, SaliencyMap};
 use crate::limits::Limits;
-use crate::method::{Method, Output, Smoothing};
-use smoothgrad_autodiff::backend::wgpu::{GpuIndices, GpuMask, GpuTensor, WgpuContext, wgpu};
-use smoothgrad_autodiff::{Conv2dGeometry, NoiseSpec, Pool2dGeometry, Tensor};
-use smoothgrad_layers::{Layer, Model};
+use crate::method::{IgConfig, Method, Output, Smoothing};
+use graph::{Graph, Sink};
+use smoothgrad_autodiff::backend::wgpu::{GpuTensor, IgPath, IgPoints, WgpuContext, wgpu};
+use smoothgrad_autodiff::{NoiseSource, NoiseSpec, Tensor};
+use smoothgrad_layers::Model;
 
-/// The weights of one node on the device.
-enum Weights {
-    None,
-    Conv {
-        w: GpuTensor,
-        bias: Option<GpuTensor>,
-    },
-    Linear {
-        w: GpuTensor,
-        bias: Option<GpuTensor>,
-    },
-    BatchNorm {
-        gamma: GpuTensor,
-        beta: GpuTensor,
-        mean: GpuTensor,
-        var: GpuTensor,
-        eps: f32,
-    },
-}
-
-/// What a node's backward needs from its forward.
-enum Saved {
-    None,
-    Conv(Conv2dGeometry),
-    Mask(GpuMask),
-    MaxPool(Pool2dGeometry, GpuIndices),
-    AvgPool(Pool2dGeometry),
-    GlobalAvgPool(Vec<usize>),
-    Softmax(GpuTensor),
-}
+pub use smoothgrad_autodiff::backend::wgpu::Precision;
 
 /// Explains one model's decisions on a WebGPU device.
 ///
 /// ```no_run
 /// # use smoothgrad_layers::Model;
 /// # fn f(model: &Model<f32>, image: &smoothgrad_autodiff::Tensor<f32>) -> smoothgrad_saliency::Result<()> {
-/// use smoothgrad_saliency::{Method, Smoothing, WgpuExplainer};
+/// use smoothgrad_saliency::{Method, Smoothing, WgpuExplainer, wgpu_explain::Precision};
 /// let explainer = WgpuExplainer::new(model)?; // SaliencyError::Autodiff(Device) without an adapter
 /// let map = explainer.explain(image, None, &Method::Gradient, Some(&Smoothing::default()))?;
+/// // Activations and weights stored as f16 (an error where the adapter lacks SHADER_F16).
+/// let half = WgpuExplainer::new(model)?.precision(Precision::F16Storage)?;
+/// let map16 = half.explain(image, None, &Method::Gradient, Some(&Smoothing::default()))?;
 /// # Ok(()) }
 /// ```
 pub struct WgpuExplainer<'m> {
     model: &'m Model<f32>,
     ctx: WgpuContext,
-    weights: Vec<Weights>,
-    /// For each value, how many node inputs read it.
-    readers: Vec<usize>,
-    /// For each node, whether a ReLU alone reads its (convolution) output: the pair runs fused.
-    fuse_relu: Vec<bool>,
+    graph: Graph,
     memory_budget: usize,
     limits: Limits,
     output: Output,
+}
+
+/// What one chunk of copies (or path points) computes.
+struct Job<'a> {
+    x: &'a GpuTensor,
+    target: usize,
+    classes: usize,
+    sigma: f64,
+    source: &'a NoiseSource<f32>,
 }
 
 impl<'m> WgpuExplainer<'m> {
@@ -82,98 +68,53 @@ impl<'m> WgpuExplainer<'m> {
         Self::with_context(model, WgpuContext::new()?)
     }
 
-    /// Uploads the model's weights into `ctx` and checks every layer has a kernel.
+    /// Uploads the model's weights into `ctx` (f32) and checks every layer has a kernel.
     pub fn with_context(model: &'m Model<f32>, ctx: WgpuContext) -> Result<Self> {
-        let nodes = model.nodes();
-        let mut readers = vec![0usize; nodes.len() + 1];
-        for node in nodes {
-            for &i in &node.inputs {
-                readers[i] += 1;
-            }
-        }
-        readers[model.output_index()] += 1;
-        let mut weights = Vec::with_capacity(nodes.len());
-        for node in nodes {
-            let w = match &node.layer {
-                Layer::Conv2d { weight, bias, .. } => Weights::Conv {
-                    w: ctx.upload(weight)?,
-                    bias: bias.as_ref().map(|b| ctx.upload(b)).transpose()?,
-                },
-                Layer::Linear { weight, bias } => Weights::Linear {
-                    w: ctx.upload(weight)?,
-                    bias: bias.as_ref().map(|b| ctx.upload(b)).transpose()?,
-                },
-                Layer::BatchNorm {
-                    gamma,
-                    beta,
-                    mean,
-                    var,
-                    eps,
-                } => Weights::BatchNorm {
-                    gamma: ctx.upload(gamma)?,
-                    beta: ctx.upload(beta)?,
-                    mean: ctx.upload(mean)?,
-                    var: ctx.upload(var)?,
-                    eps: *eps as f32,
-                },
-                Layer::Softmax { axis } => {
-                    if *axis + 1 != model.value_dims()[node.inputs[0]].len() {
-                        return Err(unsupported(format!(
-                            "layer `{}` (softmax over axis {axis}) has no wgpu kernel: only the last axis is supported",
-                            node.name
-                        )));
-                    }
-                    Weights::None
-                }
-                Layer::Relu
-                | Layer::Clamp { .. }
-                | Layer::MaxPool2d(_)
-                | Layer::AvgPool2d(_)
-                | Layer::GlobalAvgPool
-                | Layer::Flatten { .. }
-                | Layer::Reshape { .. }
-                | Layer::Add
-                | Layer::Identity => Weights::None,
-                other => {
-                    return Err(unsupported(format!(
-                        "layer `{}` ({}) has no wgpu kernel yet",
-                        node.name,
-                        other.kind()
-                    )));
-                }
-            };
-            weights.push(w);
-        }
-        let fuse_relu = (0..nodes.len())
-            .map(|k| {
-                matches!(nodes[k].layer, Layer::Conv2d { .. })
-                    && readers[k + 1] == 1
-                    && nodes
-                        .get(k + 1)
-                        .is_some_and(|n| matches!(n.layer, Layer::Relu) && n.inputs == [k + 1])
-            })
-            .collect();
+        let graph = Graph::new(model, &ctx, Precision::F32)?;
         Ok(WgpuExplainer {
             model,
             ctx,
-            weights,
-            readers,
-            fuse_relu,
+            graph,
             memory_budget: DEFAULT_MEMORY_BUDGET,
             limits: Limits::default(),
             output: Output::Logit,
         })
     }
 
-    /// Sets the working memory for one chunk of copies, in bytes (at least one copy runs).
-    pub fn memory_budget(mut self, bytes: usize) -> Self {
-        self.memory_budget = bytes;
-        self
+    /// Stores activations and weights as `precision` from now on (the weights are uploaded
+    /// again). [`Precision::F16Storage`] halves the memory of a chunk; the kernels still compute
+    /// in f32 and Σ, Σ² stay f32.
+    ///
+    /// # Errors
+    /// [`SaliencyError::Option`] (option `precision`) naming the adapter when it lacks
+    /// `SHADER_F16`.
+    pub fn precision(mut self, precision: Precision) -> Result<Self> {
+        if let Err(e) = self.ctx.check_precision(precision) {
+            return Err(SaliencyError::Option {
+                option: "precision",
+                reason: e.to_string(),
+            });
+        }
+        if precision != self.graph.precision {
+            self.graph = Graph::new(self.model, &self.ctx, precision)?;
+        }
+        Ok(self)
+    }
+
+    /// How activations and weights are stored.
+    pub fn storage_precision(&self) -> Precision {
+        self.graph.precision
     }
 
     /// Sets what one explanation may cost (see [`Explainer::limits`](crate::Explainer::limits)).
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Sets the working memory for one chunk of copies, in bytes (at least one copy runs).
+    pub fn memory_budget(mut self, bytes: usize) -> Self {
+        self.memory_budget = bytes;
         self
     }
 
@@ -196,9 +137,8 @@ impl<'m> WgpuExplainer<'m> {
     /// The model's logits for one input `[C, H, W]` (or `[1, C, H, W]`), computed on the device.
     pub fn logits(&self, image: &Tensor<f32>) -> Result<Vec<f32>> {
         let x = self.check_image(image)?;
-        let xg = self.ctx.upload(&x)?;
-        let (out, _) = self.forward(xg, false)?;
-        let v = self.ctx.download(&out)?.into_vec();
+        let xg = self.ctx.upload_as(&x, self.graph.precision)?;
+        let v = self.graph.outputs(&self.ctx, self.model, xg)?;
         crate::explain::ensure_finite(&v, || "logits of the input".into())?;
         Ok(v)
     }
@@ -213,19 +153,6 @@ impl<'m> WgpuExplainer<'m> {
         method: &Method,
         smoothing: Option<&Smoothing<f32>>,
     ) -> Result<SaliencyMap<f32>> {
-        let guided = match method {
-            Method::Gradient => false,
-            Method::GuidedBackprop => true,
-            other => {
-                return Err(SaliencyError::Option {
-                    option: "method",
-                    reason: format!(
-                        "{} is not supported on wgpu yet (gradient and guided backprop are, with or without smoothing)",
-                        method_name(other)
-                    ),
-                });
-            }
-        };
         let x = self.check_image(image)?;
         if self.model.output_dims().len() != 1 {
             return Err(SaliencyError::Input(format!(
@@ -234,8 +161,11 @@ impl<'m> WgpuExplainer<'m> {
             )));
         }
         let (n, sigma, source, aggregate) = crate::explain::noise_plan(&x, smoothing)?;
-        let cost = self.limits.check(self.model, n, None)?;
-        let chunk = self.chunk_size(n, cost.bytes_per_copy)?;
+        let steps = match method {
+            Method::IntegratedGradients(c) => Some(c.steps),
+            _ => None,
+        };
+        self.limits.check(self.model, n, steps)?;
         let logits = self.logits(&x)?;
         let classes = logits.len();
         let target = match target {
@@ -248,22 +178,24 @@ impl<'m> WgpuExplainer<'m> {
             Some(t) => t,
             None => argmax(&logits),
         };
-        let xg = self.ctx.upload(&x)?;
+        let xg = self.ctx.upload_as(&x, self.graph.precision)?;
         let mut sum = self.ctx.zeros(x.dims())?;
         let mut sumsq = self.ctx.zeros(x.dims())?;
-        let mut first = 0;
-        while first < n {
-            let count = chunk.min(n - first);
-            let spec = NoiseSpec {
-                sigma,
-                first,
-                count,
-                source: source.clone(),
-            };
-            let batch = self.ctx.noisy_copies(&xg, &spec)?;
-            self.chunk_gradients(batch, target, classes, guided, &mut sum, &mut sumsq)?;
-            first += count;
-        }
+        let job = Job {
+            x: &xg,
+            target,
+            classes,
+            sigma,
+            source: &source,
+        };
+        let chunk = match method {
+            Method::Gradient => self.gradients(&job, n, false, &mut sum, &mut sumsq)?,
+            Method::GuidedBackprop => self.gradients(&job, n, true, &mut sum, &mut sumsq)?,
+            Method::GradXInput => self.grad_x_input(&job, n, &mut sum, &mut sumsq)?,
+            Method::IntegratedGradients(c) => {
+                self.integrated_gradients(&job, &x, c, n, &mut sum, &mut sumsq)?
+            }
+        };
         let sum = self.ctx.download(&sum)?.into_vec();
         let sumsq = self.ctx.download(&sumsq)?.into_vec();
         let values = crate::explain::aggregate_copies(&sum, &sumsq, n, aggregate)?;
@@ -276,9 +208,136 @@ impl<'m> WgpuExplainer<'m> {
         })
     }
 
-    /// Copies per chunk: every buffer under the device's binding limit, the chunk's values
-    /// (`bytes_per_copy` each, as the CPU's estimate) under the memory budget and limit.
-    fn chunk_size(&self, n: usize, bytes_per_copy: u64) -> Result<usize> {
+    /// Noisy copies `first..first + count` of the job's input, made on the device.
+    fn copies(&self, job: &Job<'_>, first: usize, count: usize) -> Result<GpuTensor> {
+        let spec = NoiseSpec {
+            sigma: job.sigma,
+            first,
+            count,
+            source: job.source.clone(),
+        };
+        Ok(self.ctx.noisy_copies(job.x, &spec)?)
+    }
+
+    /// Σ and Σ² over the copies of the (guided) input gradient; returns the chunk size.
+    fn gradients(
+        &self,
+        job: &Job<'_>,
+        n: usize,
+        guided: bool,
+        sum: &mut GpuTensor,
+        sumsq: &mut GpuTensor,
+    ) -> Result<usize> {
+        let chunk = self.chunk_size(n)?;
+        let mut first = 0;
+        while first < n {
+            let count = chunk.min(n - first);
+            let batch = self.copies(job, first, count)?;
+            self.graph.input_gradients(
+                &self.ctx,
+                self.model,
+                batch,
+                (job.target, job.classes),
+                self.output,
+                guided,
+                Sink::Reduce {
+                    sum: &mut *sum,
+                    sumsq: &mut *sumsq,
+                },
+            )?;
+            first += count;
+        }
+        Ok(chunk)
+    }
+
+    /// Σ and Σ² over the copies of copy ⊙ gradient; returns the chunk size.
+    fn grad_x_input(
+        &self,
+        job: &Job<'_>,
+        n: usize,
+        sum: &mut GpuTensor,
+        sumsq: &mut GpuTensor,
+    ) -> Result<usize> {
+        let chunk = self.chunk_size(n)?;
+        let mut first = 0;
+        while first < n {
+            let count = chunk.min(n - first);
+            let batch = self.copies(job, first, count)?;
+            let inputs = self.ctx.duplicate(&batch)?;
+            let g = self.per_copy_gradients(job, batch)?;
+            self.ctx
+                .grad_x_input_reduce_copies(&inputs, &g, sum, sumsq)?;
+            first += count;
+        }
+        Ok(chunk)
+    }
+
+    /// Σ and Σ² over the copies of their Integrated Gradients, the path points of all copies
+    /// numbered copy-major and run in chunks, as the CPU; returns the chunk size.
+    fn integrated_gradients(
+        &self,
+        job: &Job<'_>,
+        x: &Tensor<f32>,
+        c: &IgConfig,
+        n: usize,
+        sum: &mut GpuTensor,
+        sumsq: &mut GpuTensor,
+    ) -> Result<usize> {
+        let (baseline, alphas, weights) = crate::explain::ig_path(x, c)?;
+        let steps = c.steps;
+        let to_f32 = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
+        let baseline = self
+            .ctx
+            .upload_slice_as(&baseline, x.dims(), self.graph.precision)?;
+        let alphas = self.ctx.upload_slice(&to_f32(&alphas), &[steps])?;
+        let weights = self.ctx.upload_slice(&to_f32(&weights), &[steps])?;
+        let path = IgPath {
+            baseline: &baseline,
+            alphas: &alphas,
+            weights: &weights,
+        };
+        let mut integral = self.ctx.zeros(x.dims())?;
+        let total = n * steps;
+        let chunk = self.chunk_size(total)?;
+        let mut p = 0;
+        while p < total {
+            let count = chunk.min(total - p);
+            let first_copy = p / steps;
+            let last_copy = (p + count - 1) / steps;
+            let copies = self.copies(job, first_copy, last_copy - first_copy + 1)?;
+            let points = IgPoints {
+                copies: &copies,
+                first_copy,
+                first_point: p,
+                count,
+            };
+            let batch = self.ctx.ig_path_fwd(&path, &points)?;
+            let g = self.per_copy_gradients(job, batch)?;
+            self.ctx
+                .ig_accumulate_bwd(&path, &points, &g, &mut integral, sum, sumsq)?;
+            p += count;
+        }
+        Ok(chunk)
+    }
+
+    /// The input gradient of each input of `batch[m, ...]`.
+    fn per_copy_gradients(&self, job: &Job<'_>, batch: GpuTensor) -> Result<GpuTensor> {
+        self.graph
+            .input_gradients(
+                &self.ctx,
+                self.model,
+                batch,
+                (job.target, job.classes),
+                self.output,
+                false,
+                Sink::PerCopy,
+            )?
+            .ok_or_else(|| SaliencyError::Input("the output does not depend on the input".into()))
+    }
+
+    /// Inputs per chunk: every buffer under the device's binding limit, the chunk's values
+    /// (three times the elements of every value, as the CPU's estimate) under the memory budget.
+    fn chunk_size(&self, n: usize) -> Result<usize> {
         let limits = self.ctx.limits();
         let max_binding = limits
             .max_storage_buffer_binding_size
@@ -287,261 +346,18 @@ impl<'m> WgpuExplainer<'m> {
         let numel = |d: &Vec<usize>| d.iter().product::<usize>();
         let values = self.model.value_dims();
         let largest = values.iter().map(numel).max().unwrap_or(1).max(1);
-        let by_binding = max_binding / (largest * size_of::<f32>());
+        let total: usize = values.iter().map(numel).sum();
+        let bytes = self.graph.precision.bytes();
+        let per_copy = 3 * total * bytes;
+        let by_binding = max_binding / (largest * bytes);
         if by_binding == 0 {
             return Err(SaliencyError::Input(format!(
-                "one copy's largest value ({largest} floats) does not fit the device's binding limit of {max_binding} bytes"
+                "one copy's largest value ({largest} values) does not fit the device's binding limit of {max_binding} bytes"
             )));
         }
         let by_budget =
-            crate::explain::chunk_size(self.memory_budget, &self.limits, bytes_per_copy, n);
+            crate::explain::chunk_size(self.memory_budget, &self.limits, per_copy as u64, n);
         Ok(by_budget.min(by_binding).clamp(1, n))
-    }
-
-    /// The forward of the graph over `batch[m, ...]`; with `save`, what the backward needs.
-    fn forward(&self, batch: GpuTensor, save: bool) -> Result<(GpuTensor, Vec<Saved>)> {
-        let ctx = &self.ctx;
-        let nodes = self.model.nodes();
-        let m = batch.dims()[0];
-        let dims_of =
-            |v: usize| -> Vec<usize> { [&[m], &self.model.value_dims()[v][1..]].concat() };
-        let mut values: Vec<Option<GpuTensor>> = (0..=nodes.len()).map(|_| None).collect();
-        let mut left = self.readers.clone();
-        values[0] = Some(batch);
-        let mut saved = Vec::with_capacity(nodes.len());
-        // Takes value `v` for a reader: moved out at its last read, duplicated before.
-        // justified: `Model::new` orders nodes topologically and counts readers, so a value is
-        // present from when it is computed until its last reader takes it.
-        #[allow(clippy::expect_used)]
-        let take = |values: &mut Vec<Option<GpuTensor>>, left: &mut Vec<usize>, v: usize| {
-            left[v] -= 1;
-            let t = values[v]
-                .as_ref()
-                .expect("values are computed before their readers");
-            if left[v] == 0 {
-                Ok(values[v].take().expect("present"))
-            } else {
-                ctx.duplicate(t)
-            }
-        };
-        let mut fused_mask: Option<GpuMask> = None;
-        for (k, node) in nodes.iter().enumerate() {
-            if k > 0 && self.fuse_relu[k - 1] {
-                // The ReLU of the convolution before: its output and mask are already made.
-                // justified: `fuse_relu[k - 1]` means node k - 1 took the fused path, which sets it.
-                #[allow(clippy::expect_used)]
-                let mask = fused_mask
-                    .take()
-                    .expect("the fused convolution made the mask");
-                saved.push(if save { Saved::Mask(mask) } else { Saved::None });
-                continue;
-            }
-            // justified: nodes read only earlier values (`Model::new`), which are kept until
-            // their last reader has run.
-            #[allow(clippy::expect_used)]
-            fn x<'v>(values: &'v [Option<GpuTensor>], inputs: &[usize], i: usize) -> &'v GpuTensor {
-                values[inputs[i]]
-                    .as_ref()
-                    .expect("values are computed before their readers")
-            }
-            let (y, s) = match (&node.layer, &self.weights[k]) {
-                (Layer::Conv2d { params, .. }, Weights::Conv { w, bias }) => {
-                    let xi = x(&values, &node.inputs, 0);
-                    let g = Conv2dGeometry::new(xi.dims(), w.dims(), params)?;
-                    if self.fuse_relu[k] {
-                        let (y, mask) = ctx.conv2d_fwd_relu(&g, xi, w, bias.as_ref())?;
-                        // The fused ReLU's output is value k + 2; value k + 1 is never made.
-                        release(&mut values, &mut left, &node.inputs);
-                        left[k + 1] = 0;
-                        values[k + 2] = Some(y.reshape(&dims_of(k + 2))?);
-                        saved.push(if save { Saved::Conv(g) } else { Saved::None });
-                        fused_mask = Some(mask);
-                        continue;
-                    }
-                    (ctx.conv2d_fwd(&g, xi, w, bias.as_ref())?, Saved::Conv(g))
-                }
-                (Layer::Linear { .. }, Weights::Linear { w, bias }) => (
-                    ctx.linear_fwd(x(&values, &node.inputs, 0), w, bias.as_ref())?,
-                    Saved::None,
-                ),
-                (
-                    Layer::BatchNorm { .. },
-                    Weights::BatchNorm {
-                        gamma,
-                        beta,
-                        mean,
-                        var,
-                        eps,
-                    },
-                ) => (
-                    ctx.batch_norm_fwd(x(&values, &node.inputs, 0), gamma, beta, mean, var, *eps)?,
-                    Saved::None,
-                ),
-                (Layer::Relu, _) => {
-                    let (y, mask) = ctx.relu_fwd(x(&values, &node.inputs, 0))?;
-                    (y, Saved::Mask(mask))
-                }
-                (Layer::Clamp { low, high }, _) => {
-                    let (y, mask) =
-                        ctx.clamp_fwd(x(&values, &node.inputs, 0), *low as f32, *high as f32)?;
-                    (y, Saved::Mask(mask))
-                }
-                (Layer::MaxPool2d(p), _) => {
-                    let xi = x(&values, &node.inputs, 0);
-                    let g = Pool2dGeometry::new("max_pool2d", xi.dims(), p)?;
-                    let (y, arg) = ctx.maxpool2d_fwd(&g, xi)?;
-                    (y, Saved::MaxPool(g, arg))
-                }
-                (Layer::AvgPool2d(p), _) => {
-                    let xi = x(&values, &node.inputs, 0);
-                    let g = Pool2dGeometry::new("avg_pool2d", xi.dims(), p)?;
-                    (ctx.avgpool2d_fwd(&g, xi)?, Saved::AvgPool(g))
-                }
-                (Layer::GlobalAvgPool, _) => {
-                    let xi = x(&values, &node.inputs, 0);
-                    (
-                        ctx.global_avgpool2d_fwd(xi)?,
-                        Saved::GlobalAvgPool(xi.dims().to_vec()),
-                    )
-                }
-                (Layer::Add, _) => (
-                    ctx.add(x(&values, &node.inputs, 0), x(&values, &node.inputs, 1))?,
-                    Saved::None,
-                ),
-                (Layer::Softmax { .. }, _) => {
-                    let y = ctx.softmax_fwd(x(&values, &node.inputs, 0))?;
-                    let keep = if save {
-                        Saved::Softmax(ctx.duplicate(&y)?)
-                    } else {
-                        Saved::None
-                    };
-                    (y, keep)
-                }
-                (Layer::Flatten { .. } | Layer::Reshape { .. } | Layer::Identity, _) => {
-                    let y = take(&mut values, &mut left, node.inputs[0])?;
-                    values[k + 1] = Some(y.reshape(&dims_of(k + 1))?);
-                    saved.push(Saved::None);
-                    continue;
-                }
-                (other, _) => {
-                    return Err(unsupported(format!(
-                        "layer `{}` ({}) has no wgpu kernel yet",
-                        node.name,
-                        other.kind()
-                    )));
-                }
-            };
-            release(&mut values, &mut left, &node.inputs);
-            values[k + 1] = Some(y.reshape(&dims_of(k + 1))?);
-            saved.push(if save { s } else { Saved::None });
-        }
-        // justified: the output value has one extra reader, so the loop never releases it.
-        #[allow(clippy::expect_used)]
-        let out = values[self.model.output_index()]
-            .take()
-            .expect("the output value is computed");
-        Ok((out, saved))
-    }
-
-    /// Forward and backward of one chunk of copies `batch[m, ...]`, adding Σ and Σ² of the
-    /// input gradients over the copies into `sum` and `sumsq`.
-    fn chunk_gradients(
-        &self,
-        batch: GpuTensor,
-        target: usize,
-        classes: usize,
-        guided: bool,
-        sum: &mut GpuTensor,
-        sumsq: &mut GpuTensor,
-    ) -> Result<()> {
-        let ctx = &self.ctx;
-        let nodes = self.model.nodes();
-        let m = batch.dims()[0];
-        let dims_of =
-            |v: usize| -> Vec<usize> { [&[m], &self.model.value_dims()[v][1..]].concat() };
-        let (out, mut saved) = self.forward(batch, true)?;
-        let mut seed = vec![0.0f32; m * classes];
-        for r in 0..m {
-            seed[r * classes + target] = 1.0;
-        }
-        let mut dy = ctx.upload_slice(&seed, &[m, classes])?;
-        if self.output == Output::Probability {
-            let out = out.reshape(&[m, classes])?;
-            let p = ctx.softmax_fwd(&out)?;
-            dy = ctx.softmax_bwd(&p, &dy)?;
-        } else {
-            drop(out);
-        }
-        let mut grads: Vec<Option<GpuTensor>> = (0..=nodes.len()).map(|_| None).collect();
-        grads[self.model.output_index()] = Some(dy.reshape(&dims_of(self.model.output_index()))?);
-        // The fused reduction applies when a convolution alone reads the input.
-        let first_conv_reduces = self.readers[0] == 1;
-        let mut reduced = false;
-        for k in (0..nodes.len()).rev() {
-            let node = &nodes[k];
-            let Some(dy) = grads[k + 1].take() else {
-                continue;
-            };
-            let s = std::mem::replace(&mut saved[k], Saved::None);
-            let dx = match (&node.layer, &self.weights[k], s) {
-                (Layer::Conv2d { .. }, Weights::Conv { w, .. }, Saved::Conv(g)) => {
-                    if node.inputs[0] == 0 && first_conv_reduces {
-                        ctx.conv2d_bwd_input_reduce_copies(&g, &dy, w, sum, sumsq)?;
-                        reduced = true;
-                        continue;
-                    }
-                    ctx.conv2d_bwd_input(&g, &dy, w)?
-                }
-                (Layer::Linear { .. }, Weights::Linear { w, .. }, _) => {
-                    ctx.linear_bwd_input(&dy, w)?
-                }
-                (
-                    Layer::BatchNorm { .. },
-                    Weights::BatchNorm {
-                        gamma, var, eps, ..
-                    },
-                    _,
-                ) => ctx.batch_norm_bwd(&dy, gamma, var, *eps)?,
-                (Layer::Relu | Layer::Clamp { .. }, _, Saved::Mask(mask)) => {
-                    ctx.relu_bwd(&dy, &mask, guided)?
-                }
-                (Layer::MaxPool2d(_), _, Saved::MaxPool(g, arg)) => {
-                    ctx.maxpool2d_bwd(&g, &dy, &arg)?
-                }
-                (Layer::AvgPool2d(_), _, Saved::AvgPool(g)) => ctx.avgpool2d_bwd(&g, &dy)?,
-                (Layer::GlobalAvgPool, _, Saved::GlobalAvgPool(x_dims)) => {
-                    let dy = dy.reshape(&[x_dims[0], x_dims[1], 1, 1])?;
-                    ctx.global_avgpool2d_bwd(&dy, &x_dims)?
-                }
-                (Layer::Softmax { .. }, _, Saved::Softmax(y)) => ctx.softmax_bwd(&y, &dy)?,
-                (Layer::Add, _, _) => {
-                    let other = ctx.duplicate(&dy)?;
-                    accumulate(ctx, &mut grads, node.inputs[1], other)?;
-                    dy
-                }
-                (Layer::Flatten { .. } | Layer::Reshape { .. } | Layer::Identity, _, _) => dy,
-                (layer, _, _) => {
-                    return Err(unsupported(format!(
-                        "layer `{}` ({}): no wgpu backward",
-                        node.name,
-                        layer.kind()
-                    )));
-                }
-            };
-            let i = node.inputs[0];
-            let dx = dx.reshape(&dims_of(i))?;
-            accumulate(ctx, &mut grads, i, dx)?;
-        }
-        match grads[0].take() {
-            Some(g) => ctx.reduce_copies(&g, sum, sumsq)?,
-            None if reduced => {}
-            None => {
-                return Err(SaliencyError::Input(
-                    "the output does not depend on the input".into(),
-                ));
-            }
-        }
-        Ok(())
     }
 
     /// `image` as a finite one-sample batch `[1, C, H, W]` of the model's input shape.
@@ -565,46 +381,6 @@ impl<'m> WgpuExplainer<'m> {
             )));
         }
         Ok(image.reshape(&[&[1], want].concat())?)
-    }
-}
-
-/// Counts the reads of `inputs` done, dropping values nobody reads any more.
-fn release(values: &mut [Option<GpuTensor>], left: &mut [usize], inputs: &[usize]) {
-    for &i in inputs {
-        left[i] -= 1;
-        if left[i] == 0 {
-            values[i] = None;
-        }
-    }
-}
-
-/// Adds `g` into the gradient of value `v` (values with several readers get several).
-fn accumulate(
-    ctx: &WgpuContext,
-    grads: &mut [Option<GpuTensor>],
-    v: usize,
-    g: GpuTensor,
-) -> Result<()> {
-    grads[v] = Some(match grads[v].take() {
-        None => g,
-        Some(prev) => ctx.add(&prev, &g)?,
-    });
-    Ok(())
-}
-
-fn unsupported(reason: String) -> SaliencyError {
-    SaliencyError::Option {
-        option: "device",
-        reason,
-    }
-}
-
-fn method_name(m: &Method) -> &'static str {
-    match m {
-        Method::Gradient => "gradient",
-        Method::GuidedBackprop => "guided backprop",
-        Method::GradXInput => "gradient × input",
-        Method::IntegratedGradients(_) => "integrated gradients",
     }
 }
 

@@ -3,7 +3,7 @@
 //! recorded into until the next submission.
 
 use super::kernels::{self, Kernel};
-use super::tensor::{BufferPool, POOLED_USAGE};
+use super::tensor::{BufferPool, POOLED_USAGE, Precision};
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -47,8 +47,8 @@ pub struct WgpuContext {
     pub(super) queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
     pub(super) limits: wgpu::Limits,
-    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
-    pipelines: Mutex<HashMap<&'static str, wgpu::ComputePipeline>>,
+    modules: Mutex<HashMap<(&'static str, Precision), wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<(&'static str, Precision), wgpu::ComputePipeline>>,
     pub(super) pool: Arc<BufferPool>,
     pub(super) recorder: Mutex<Recorder>,
     /// Bound where a kernel declares an input the call does not have (a missing bias).
@@ -144,9 +144,12 @@ impl WgpuContext {
                 describe(&info)
             )));
         }
+        // f16 storage is offered where the adapter has it; nothing else beyond the defaults.
+        let features = adapter.features() & wgpu::Features::SHADER_F16;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("smoothgrad"),
+                required_features: features,
                 required_limits: limits.clone(),
                 ..Default::default()
             })
@@ -181,6 +184,24 @@ impl WgpuContext {
         &self.limits
     }
 
+    /// Whether the device stores tensors as f16 ([`Precision::F16Storage`]): the adapter has
+    /// `SHADER_F16`.
+    pub fn supports_f16(&self) -> bool {
+        self.device.features().contains(wgpu::Features::SHADER_F16)
+    }
+
+    /// `Ok` when tensors can be stored as `precision` on this device, else an
+    /// [`Error::Device`] naming the adapter and the missing `SHADER_F16` feature.
+    pub fn check_precision(&self, precision: Precision) -> Result<()> {
+        if precision == Precision::F16Storage && !self.supports_f16() {
+            return Err(device_error(format!(
+                "adapter {} lacks the SHADER_F16 feature: f16 storage is unavailable (use f32)",
+                describe(&self.info)
+            )));
+        }
+        Ok(())
+    }
+
     /// The wgpu device, for callers that add their own kernels.
     pub fn device(&self) -> &wgpu::Device {
         &self.device
@@ -211,11 +232,17 @@ impl WgpuContext {
         result
     }
 
-    /// Compiles every kernel now rather than on first use (the first call of each is otherwise
-    /// slower by its pipeline build).
+    /// Compiles every kernel's f32 variant now rather than on first use (the first call of each
+    /// is otherwise slower by its pipeline build).
     pub fn warm_up(&self) -> Result<()> {
+        self.warm_up_precision(Precision::F32)
+    }
+
+    /// Compiles every kernel's variant storing tensors as `precision`.
+    pub fn warm_up_precision(&self, precision: Precision) -> Result<()> {
+        self.check_precision(precision)?;
         for kernel in kernels::ALL {
-            self.pipeline(*kernel)?;
+            self.pipeline(kernel.with(precision))?;
         }
         Ok(())
     }
@@ -234,10 +261,12 @@ impl WgpuContext {
 
     /// The pipeline of `kernel`, compiled on first use.
     fn pipeline(&self, kernel: Kernel) -> Result<wgpu::ComputePipeline> {
-        if let Some(p) = lock(&self.pipelines).get(kernel.entry) {
+        let key = (kernel.entry, kernel.precision);
+        if let Some(p) = lock(&self.pipelines).get(&key) {
             return Ok(p.clone());
         }
-        let module = self.module(kernel.file)?;
+        self.check_precision(kernel.precision)?;
+        let module = self.module(kernel.file, kernel.precision)?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let pipeline = self
             .device
@@ -259,27 +288,34 @@ impl WgpuContext {
                 kernel.entry
             )));
         }
-        lock(&self.pipelines).insert(kernel.entry, pipeline.clone());
+        lock(&self.pipelines).insert(key, pipeline.clone());
         Ok(pipeline)
     }
 
-    fn module(&self, file: &'static str) -> Result<wgpu::ShaderModule> {
-        if let Some(m) = lock(&self.modules).get(file) {
+    fn module(&self, file: &'static str, precision: Precision) -> Result<wgpu::ShaderModule> {
+        if let Some(m) = lock(&self.modules).get(&(file, precision)) {
             return Ok(m.clone());
         }
-        let source = kernels::source(file)
-            .ok_or_else(|| device_error(format!("no kernel file {file}.wgsl")))?;
+        let source = kernels::source_for(file, precision).ok_or_else(|| {
+            device_error(format!(
+                "no kernel file {file}.wgsl with a {} storage variant",
+                precision.name()
+            ))
+        })?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(file),
-                source: wgpu::ShaderSource::Wgsl(source.into()),
+                source: wgpu::ShaderSource::Wgsl(source),
             });
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(device_error(format!("compiling {file}.wgsl: {e}")));
+            return Err(device_error(format!(
+                "compiling {file}.wgsl ({} storage): {e}",
+                precision.name()
+            )));
         }
-        lock(&self.modules).insert(file, module.clone());
+        lock(&self.modules).insert((file, precision), module.clone());
         Ok(module)
     }
 
@@ -445,6 +481,40 @@ pub(crate) fn to_u32(v: usize, op: &'static str) -> Result<u32> {
         op,
         reason: format!("size {v} does not fit the kernels' 32-bit indices"),
     })
+}
+
+/// The storage type shared by a kernel's tensor operands; operands stored differently are an
+/// [`Error::InvalidArgument`] naming the kernel.
+pub(crate) fn precision_of(
+    op: &'static str,
+    tensors: &[&super::tensor::GpuTensor],
+) -> Result<Precision> {
+    let first = tensors.first().map_or(Precision::F32, |t| t.precision());
+    if let Some(t) = tensors.iter().find(|t| t.precision() != first) {
+        return Err(Error::InvalidArgument {
+            op,
+            reason: format!(
+                "operands are stored as {} and {}: convert them to one precision first",
+                first.name(),
+                t.precision().name()
+            ),
+        });
+    }
+    Ok(first)
+}
+
+/// Checks that an accumulator (Σ and Σ² over copies) is stored as f32.
+pub(crate) fn expect_f32(op: &'static str, t: &super::tensor::GpuTensor) -> Result<()> {
+    if t.precision() != Precision::F32 {
+        return Err(Error::InvalidArgument {
+            op,
+            reason: format!(
+                "accumulators must be stored as f32, got {}",
+                t.precision().name()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Workgroups for `n` invocations of a 1-D kernel.

@@ -2,7 +2,7 @@
 //! ([`Conv2dGeometry`]): implicit-GEMM kernels (`conv2d.wgsl`) in general, direct ones
 //! (`conv2d_depthwise.wgsl`) when each group has one input channel, as the CPU backend.
 
-use super::context::{Grid, WgpuContext, flat_groups, to_u32};
+use super::context::{Grid, WgpuContext, flat_groups, precision_of, to_u32};
 use super::kernels;
 use super::tensor::{GpuMask, GpuTensor};
 use crate::error::{Error, Result};
@@ -107,8 +107,11 @@ impl WgpuContext {
         if let Some(b) = bias {
             expect_dims(op, b, &[g.out_channels])?;
         }
+        let mut operands = vec![x, w];
+        operands.extend(bias);
+        let prec = precision_of(op, &operands)?;
         let params = conv_params(g, bias.is_some(), op)?;
-        let y = self.tensor(&g.out_dims())?;
+        let y = self.tensor_as(&g.out_dims(), prec)?;
         let mask = if relu {
             Some(self.mask(y.numel())?)
         } else {
@@ -128,7 +131,12 @@ impl WgpuContext {
             } else {
                 kernels::DEPTHWISE_FWD
             };
-            self.launch(kernel, &params, &bindings, flat_groups(y.numel()))?;
+            self.launch(
+                kernel.with(prec),
+                &params,
+                &bindings,
+                flat_groups(y.numel()),
+            )?;
         } else {
             bindings.push((4, self.placeholder()));
             let kernel = match &mask {
@@ -146,7 +154,7 @@ impl WgpuContext {
                 z: (g.batch * g.groups) as u64,
                 z_base: Z_BASE,
             };
-            self.launch(kernel, &params, &bindings, grid)?;
+            self.launch(kernel.with(prec), &params, &bindings, grid)?;
         }
         Ok((y, mask))
     }
@@ -161,15 +169,16 @@ impl WgpuContext {
         let op = "conv2d_bwd_input";
         expect_dims(op, dy, &g.out_dims())?;
         expect_dims(op, w, &g.weight_dims())?;
+        let prec = precision_of(op, &[dy, w])?;
         let params = conv_params(g, false, op)?;
-        let dx = self.tensor(&g.in_dims())?;
+        let dx = self.tensor_as(&g.in_dims(), prec)?;
         if dx.numel() == 0 {
             return Ok(dx);
         }
         if is_direct(g) {
             let bindings = [(2, w.raw()), (4, dy.raw()), (5, dx.raw())];
             self.launch(
-                kernels::DEPTHWISE_BWD_INPUT,
+                kernels::DEPTHWISE_BWD_INPUT.with(prec),
                 &params,
                 &bindings,
                 flat_groups(dx.numel()),
@@ -187,7 +196,12 @@ impl WgpuContext {
                 z: (g.batch * g.groups) as u64,
                 z_base: Z_BASE,
             };
-            self.launch(kernels::CONV2D_BWD_INPUT, &params, &bindings, grid)?;
+            self.launch(
+                kernels::CONV2D_BWD_INPUT.with(prec),
+                &params,
+                &bindings,
+                grid,
+            )?;
         }
         Ok(dx)
     }
@@ -203,8 +217,9 @@ impl WgpuContext {
         let op = "conv2d_bwd_weight";
         expect_dims(op, dy, &g.out_dims())?;
         expect_dims(op, x, &g.in_dims())?;
+        let prec = precision_of(op, &[dy, x])?;
         let params = conv_params(g, false, op)?;
-        let dw = self.tensor(&g.weight_dims())?;
+        let dw = self.tensor_as(&g.weight_dims(), prec)?;
         if dw.numel() == 0 {
             return Ok(dw);
         }
@@ -212,7 +227,12 @@ impl WgpuContext {
             let bindings = [(1, x.raw()), (4, dy.raw()), (5, dw.raw())];
             // One workgroup per weight element.
             let grid = Grid::Flat(dw.numel() as u64);
-            self.launch(kernels::DEPTHWISE_BWD_WEIGHT, &params, &bindings, grid)?;
+            self.launch(
+                kernels::DEPTHWISE_BWD_WEIGHT.with(prec),
+                &params,
+                &bindings,
+                grid,
+            )?;
         } else {
             let bindings = [
                 (1, x.raw()),
@@ -227,7 +247,12 @@ impl WgpuContext {
                 z: g.groups as u64,
                 z_base: Z_BASE,
             };
-            self.launch(kernels::CONV2D_BWD_WEIGHT, &params, &bindings, grid)?;
+            self.launch(
+                kernels::CONV2D_BWD_WEIGHT.with(prec),
+                &params,
+                &bindings,
+                grid,
+            )?;
         }
         Ok(dw)
     }
@@ -236,12 +261,18 @@ impl WgpuContext {
     pub fn conv2d_bwd_bias(&self, g: &Conv2dGeometry, dy: &GpuTensor) -> Result<GpuTensor> {
         let op = "conv2d_bwd_bias";
         expect_dims(op, dy, &g.out_dims())?;
+        let prec = dy.precision();
         let params = conv_params(g, false, op)?;
-        let db = self.tensor(&[g.out_channels])?;
+        let db = self.tensor_as(&[g.out_channels], prec)?;
         let bindings = [(4, dy.raw()), (5, db.raw())];
         // One workgroup per output channel.
         let grid = Grid::Flat(g.out_channels as u64);
-        self.launch(kernels::CONV2D_BWD_BIAS, &params, &bindings, grid)?;
+        self.launch(
+            kernels::CONV2D_BWD_BIAS.with(prec),
+            &params,
+            &bindings,
+            grid,
+        )?;
         Ok(db)
     }
 }

@@ -2,7 +2,7 @@
 //! CPU's Philox4x32-10 stream and Box–Muller), the reduction over copies, and the fused last
 //! backward kernel that reduces the first convolution's input gradient over copies on the fly.
 
-use super::context::{WgpuContext, flat_groups, to_u32};
+use super::context::{WgpuContext, expect_f32, flat_groups, precision_of, to_u32};
 use super::conv::{conv_params, expect_dims};
 use super::kernels;
 use super::tensor::GpuTensor;
@@ -61,7 +61,8 @@ impl WgpuContext {
         let e = x.numel();
         let mut dims = d.to_vec();
         dims[0] = spec.count;
-        let out = self.tensor(&dims)?;
+        let prec = x.precision();
+        let out = self.tensor_as(&dims, prec)?;
         let sigma = spec.sigma as f32;
         match &spec.source {
             NoiseSource::Philox { seed } => {
@@ -71,7 +72,7 @@ impl WgpuContext {
                 let bindings = [(1, x.raw()), (3, out.raw())];
                 let blocks = e.div_ceil(4) * spec.count;
                 self.launch(
-                    kernels::NOISY_COPIES_FWD,
+                    kernels::NOISY_COPIES_FWD.with(prec),
                     &params,
                     &bindings,
                     flat_groups(blocks),
@@ -91,11 +92,11 @@ impl WgpuContext {
                 }
                 // Only the rows this call uses go to the device.
                 let rows = &t.as_slice()[spec.first * e..(spec.first + spec.count) * e];
-                let noise = self.upload_slice(rows, &[spec.count * e])?;
+                let noise = self.upload_slice_as(rows, &[spec.count * e], prec)?;
                 let params = noise_params(e, spec.count, 0, 0, sigma)?;
                 let bindings = [(1, x.raw()), (3, out.raw()), (5, noise.raw())];
                 self.launch(
-                    kernels::NOISY_COPIES_GIVEN_FWD,
+                    kernels::NOISY_COPIES_GIVEN_FWD.with(prec),
                     &params,
                     &bindings,
                     flat_groups(out.numel()),
@@ -123,10 +124,12 @@ impl WgpuContext {
                 rhs: sum.dims().to_vec(),
             });
         }
+        expect_f32(op, sum)?;
+        expect_f32(op, sumsq)?;
         let params = noise_params(e, n, 0, 0, 0.0)?;
         let bindings = [(5, g.raw()), (6, sum.raw()), (7, sumsq.raw())];
         self.launch(
-            kernels::NOISY_COPIES_BWD,
+            kernels::NOISY_COPIES_BWD.with(g.precision()),
             &params,
             &bindings,
             flat_groups(e),
@@ -157,6 +160,9 @@ impl WgpuContext {
                 });
             }
         }
+        let prec = precision_of(op, &[dy, w])?;
+        expect_f32(op, sum)?;
+        expect_f32(op, sumsq)?;
         let params = conv_params(g, false, op)?;
         let bindings = [
             (2, w.raw()),
@@ -169,7 +175,7 @@ impl WgpuContext {
             y: to_u32(g.in_channels, op)?,
         };
         self.launch(
-            kernels::CONV2D_BWD_INPUT_REDUCE_COPIES,
+            kernels::CONV2D_BWD_INPUT_REDUCE_COPIES.with(prec),
             &params,
             &bindings,
             grid,

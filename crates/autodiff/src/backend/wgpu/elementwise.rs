@@ -1,7 +1,7 @@
 //! Elementwise kernels and small reductions on the device: ReLU and clamp with their bit masks,
 //! add, batch-norm (inference), softmax over the last axis, and the sum over the batch axis.
 
-use super::context::{Grid, WgpuContext, flat_groups, to_u32};
+use super::context::{Grid, WgpuContext, flat_groups, precision_of, to_u32};
 use super::conv::expect_dims;
 use super::kernels;
 use super::tensor::{GpuMask, GpuTensor};
@@ -33,11 +33,16 @@ impl WgpuContext {
         high: f32,
     ) -> Result<(GpuTensor, GpuMask)> {
         let len = to_u32(x.numel(), kernel.entry)?;
-        let y = self.tensor(x.dims())?;
+        let y = self.tensor_as(x.dims(), x.precision())?;
         let mask = self.mask(x.numel())?;
         let params = [len, 0, low.to_bits(), high.to_bits()];
         let bindings = [(1, x.raw()), (2, y.raw()), (3, mask.raw())];
-        self.launch(kernel, &params, &bindings, flat_groups(x.numel()))?;
+        self.launch(
+            kernel.with(x.precision()),
+            &params,
+            &bindings,
+            flat_groups(x.numel()),
+        )?;
         Ok((y, mask))
     }
 
@@ -52,11 +57,11 @@ impl WgpuContext {
             });
         }
         let len = to_u32(dy.numel(), "relu_bwd")?;
-        let dx = self.tensor(dy.dims())?;
+        let dx = self.tensor_as(dy.dims(), dy.precision())?;
         let params = [len, guided as u32, 0, 0];
         let bindings = [(2, dx.raw()), (4, mask.raw()), (5, dy.raw())];
         self.launch(
-            kernels::RELU_BWD,
+            kernels::RELU_BWD.with(dy.precision()),
             &params,
             &bindings,
             flat_groups(dy.numel()),
@@ -72,10 +77,16 @@ impl WgpuContext {
     /// `a + b` for tensors of the same dimensions.
     pub fn add(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
         expect_dims("add", b, a.dims())?;
-        let out = self.tensor(a.dims())?;
+        let prec = precision_of("add", &[a, b])?;
+        let out = self.tensor_as(a.dims(), prec)?;
         let params = [to_u32(a.numel(), "add")?, 0, 0, 0];
         let bindings = [(1, a.raw()), (2, b.raw()), (3, out.raw())];
-        self.launch(kernels::ADD_FWD, &params, &bindings, flat_groups(a.numel()))?;
+        self.launch(
+            kernels::ADD_FWD.with(prec),
+            &params,
+            &bindings,
+            flat_groups(a.numel()),
+        )?;
         Ok(out)
     }
 
@@ -95,11 +106,11 @@ impl WgpuContext {
 
     /// Column sums of `x` seen as `[rows, cols]`: a `[cols]` tensor.
     pub(crate) fn sum_rows(&self, x: &GpuTensor, rows: usize, cols: usize) -> Result<GpuTensor> {
-        let out = self.tensor(&[cols])?;
+        let out = self.tensor_as(&[cols], x.precision())?;
         let params = [to_u32(cols, "sum_batch")?, to_u32(rows, "sum_batch")?, 0, 0];
         let bindings = [(1, x.raw()), (3, out.raw())];
         self.launch(
-            kernels::SUM_BATCH_FWD,
+            kernels::SUM_BATCH_FWD.with(x.precision()),
             &params,
             &bindings,
             flat_groups(cols),
@@ -120,7 +131,8 @@ impl WgpuContext {
     ) -> Result<GpuTensor> {
         let op = "batch_norm_fwd";
         let params = self.batch_norm_params(op, x, &[gamma, beta, mean, var], eps)?;
-        let y = self.tensor(x.dims())?;
+        let prec = precision_of(op, &[x, gamma, beta, mean, var])?;
+        let y = self.tensor_as(x.dims(), prec)?;
         let bindings = [
             (1, x.raw()),
             (2, gamma.raw()),
@@ -130,7 +142,7 @@ impl WgpuContext {
             (6, y.raw()),
         ];
         self.launch(
-            kernels::BATCH_NORM_FWD,
+            kernels::BATCH_NORM_FWD.with(prec),
             &params,
             &bindings,
             flat_groups(x.numel()),
@@ -148,7 +160,8 @@ impl WgpuContext {
     ) -> Result<GpuTensor> {
         let op = "batch_norm_bwd";
         let params = self.batch_norm_params(op, dy, &[gamma, var], eps)?;
-        let dx = self.tensor(dy.dims())?;
+        let prec = precision_of(op, &[dy, gamma, var])?;
+        let dx = self.tensor_as(dy.dims(), prec)?;
         let bindings = [
             (1, dy.raw()),
             (2, gamma.raw()),
@@ -156,7 +169,7 @@ impl WgpuContext {
             (6, dx.raw()),
         ];
         self.launch(
-            kernels::BATCH_NORM_BWD,
+            kernels::BATCH_NORM_BWD.with(prec),
             &params,
             &bindings,
             flat_groups(dy.numel()),
@@ -200,7 +213,7 @@ impl WgpuContext {
     /// Softmax over the last axis of `x[..., K]` (stable: `exp(x − max) / Σ`).
     pub fn softmax_fwd(&self, x: &GpuTensor) -> Result<GpuTensor> {
         let (rows, len) = softmax_rows("softmax_fwd", x)?;
-        let y = self.tensor(x.dims())?;
+        let y = self.tensor_as(x.dims(), x.precision())?;
         let params = [
             to_u32(rows, "softmax_fwd")?,
             to_u32(len, "softmax_fwd")?,
@@ -209,7 +222,7 @@ impl WgpuContext {
         ];
         let bindings = [(1, x.raw()), (3, y.raw())];
         self.launch(
-            kernels::SOFTMAX_FWD,
+            kernels::SOFTMAX_FWD.with(x.precision()),
             &params,
             &bindings,
             Grid::Flat(rows as u64),
@@ -221,7 +234,8 @@ impl WgpuContext {
     pub fn softmax_bwd(&self, y: &GpuTensor, dy: &GpuTensor) -> Result<GpuTensor> {
         expect_dims("softmax_bwd", dy, y.dims())?;
         let (rows, len) = softmax_rows("softmax_bwd", y)?;
-        let dx = self.tensor(y.dims())?;
+        let prec = precision_of("softmax_bwd", &[y, dy])?;
+        let dx = self.tensor_as(y.dims(), prec)?;
         let params = [
             to_u32(rows, "softmax_bwd")?,
             to_u32(len, "softmax_bwd")?,
@@ -230,7 +244,7 @@ impl WgpuContext {
         ];
         let bindings = [(1, y.raw()), (2, dy.raw()), (3, dx.raw())];
         self.launch(
-            kernels::SOFTMAX_BWD,
+            kernels::SOFTMAX_BWD.with(prec),
             &params,
             &bindings,
             Grid::Flat(rows as u64),

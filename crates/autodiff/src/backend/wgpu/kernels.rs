@@ -1,5 +1,18 @@
 //! The WGSL sources (`kernels/wgsl/*.wgsl`, compiled into the binary) and the entry points the
 //! host launches, each named after the file that holds it.
+//!
+//! Every file declares the storage type of its tensors once, as `alias stored = f32;`, loads
+//! through `f32(..)` and stores through `stored(..)`. The f16-storage variant of a file is that
+//! same source with the alias replaced ([`source_for`]), made once when its module is built.
+
+use super::tensor::Precision;
+use std::borrow::Cow;
+
+/// The declaration [`source_for`] replaces to make a file's f16-storage variant.
+pub const STORED_F32: &str = "alias stored = f32;";
+
+/// What replaces [`STORED_F32`] in the f16-storage variant.
+pub const STORED_F16: &str = "enable f16;\nalias stored = f16;";
 
 /// `(file stem, source)` of every kernel file.
 pub const SOURCES: &[(&str, &str)] = &[
@@ -8,8 +21,16 @@ pub const SOURCES: &[(&str, &str)] = &[
         include_str!("../../../../../kernels/wgsl/avgpool2d.wgsl"),
     ),
     (
+        "attribution",
+        include_str!("../../../../../kernels/wgsl/attribution.wgsl"),
+    ),
+    (
         "batch_norm",
         include_str!("../../../../../kernels/wgsl/batch_norm.wgsl"),
+    ),
+    (
+        "concat",
+        include_str!("../../../../../kernels/wgsl/concat.wgsl"),
     ),
     (
         "conv2d",
@@ -49,15 +70,28 @@ pub const SOURCES: &[(&str, &str)] = &[
     ),
 ];
 
-/// One compute entry point: the file it lives in and its name there.
+/// One compute entry point: the file it lives in, its name there, and the storage type of the
+/// variant to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Kernel {
     pub file: &'static str,
     pub entry: &'static str,
+    pub precision: Precision,
+}
+
+impl Kernel {
+    /// The same entry point in the variant storing tensors as `precision`.
+    pub const fn with(self, precision: Precision) -> Kernel {
+        Kernel { precision, ..self }
+    }
 }
 
 const fn kernel(file: &'static str, entry: &'static str) -> Kernel {
-    Kernel { file, entry }
+    Kernel {
+        file,
+        entry,
+        precision: Precision::F32,
+    }
 }
 
 pub const CONV2D_FWD: Kernel = kernel("conv2d", "conv2d_fwd");
@@ -89,6 +123,11 @@ pub const SOFTMAX_FWD: Kernel = kernel("softmax", "softmax_fwd");
 pub const SOFTMAX_BWD: Kernel = kernel("softmax", "softmax_bwd");
 pub const ADD_FWD: Kernel = kernel("elementwise", "add_fwd");
 pub const SUM_BATCH_FWD: Kernel = kernel("elementwise", "sum_batch_fwd");
+pub const CONCAT_FWD: Kernel = kernel("concat", "concat_fwd");
+pub const CONCAT_BWD: Kernel = kernel("concat", "concat_bwd");
+pub const GRAD_X_INPUT_BWD: Kernel = kernel("attribution", "grad_x_input_bwd");
+pub const IG_PATH_FWD: Kernel = kernel("attribution", "ig_path_fwd");
+pub const IG_ACCUMULATE_BWD: Kernel = kernel("attribution", "ig_accumulate_bwd");
 pub const NOISY_COPIES_FWD: Kernel = kernel("noisy_copies", "noisy_copies_fwd");
 pub const NOISY_COPIES_GIVEN_FWD: Kernel = kernel("noisy_copies", "noisy_copies_given_fwd");
 pub const NOISY_COPIES_BWD: Kernel = kernel("noisy_copies", "noisy_copies_bwd");
@@ -123,6 +162,11 @@ pub const ALL: &[Kernel] = &[
     SOFTMAX_BWD,
     ADD_FWD,
     SUM_BATCH_FWD,
+    CONCAT_FWD,
+    CONCAT_BWD,
+    GRAD_X_INPUT_BWD,
+    IG_PATH_FWD,
+    IG_ACCUMULATE_BWD,
     NOISY_COPIES_FWD,
     NOISY_COPIES_GIVEN_FWD,
     NOISY_COPIES_BWD,
@@ -133,4 +177,16 @@ pub const ALL: &[Kernel] = &[
 /// The source of a kernel file.
 pub fn source(file: &str) -> Option<&'static str> {
     SOURCES.iter().find(|(f, _)| *f == file).map(|(_, s)| *s)
+}
+
+/// The source of a kernel file in the variant storing tensors as `precision`: the file itself
+/// for f32, its one [`STORED_F32`] declaration replaced by [`STORED_F16`] for f16. `None` when
+/// there is no such file or it does not declare its storage type exactly once.
+pub fn source_for(file: &str, precision: Precision) -> Option<Cow<'static, str>> {
+    let src = source(file)?;
+    match precision {
+        Precision::F32 => Some(Cow::Borrowed(src)),
+        Precision::F16Storage => (src.matches(STORED_F32).count() == 1)
+            .then(|| Cow::Owned(src.replacen(STORED_F32, STORED_F16, 1))),
+    }
 }

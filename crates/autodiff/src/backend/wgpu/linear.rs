@@ -1,7 +1,7 @@
 //! Matrix multiply and the fully connected layer on the device: every product is one launch of
 //! the strided, batched, tiled GEMM of `matmul.wgsl`, transposes being strides.
 
-use super::context::{Grid, WgpuContext, to_u32};
+use super::context::{Grid, WgpuContext, precision_of, to_u32};
 use super::conv::expect_dims;
 use super::kernels;
 use super::tensor::GpuTensor;
@@ -112,7 +112,10 @@ impl WgpuContext {
         bias: Option<&GpuTensor>,
         out: &[usize],
     ) -> Result<GpuTensor> {
-        let c = self.tensor(out)?;
+        let mut operands = vec![a.t, b.t];
+        operands.extend(bias);
+        let prec = precision_of(op, &operands)?;
+        let c = self.tensor_as(out, prec)?;
         if c.numel() == 0 {
             return Ok(c);
         }
@@ -141,7 +144,7 @@ impl WgpuContext {
             z: batches as u64,
             z_base: 10,
         };
-        self.launch(kernels::MATMUL_FWD, &params, &bindings, grid)?;
+        self.launch(kernels::MATMUL_FWD.with(prec), &params, &bindings, grid)?;
         Ok(c)
     }
 

@@ -26,6 +26,8 @@
 //! # Ok::<(), smoothgrad_autodiff::Error>(())
 //! ```
 
+mod attribution;
+mod concat;
 mod context;
 mod conv;
 mod copies;
@@ -38,5 +40,6 @@ mod transfer;
 
 /// The wgpu crate this backend is built on (for [`wgpu::AdapterInfo`] and the like).
 pub use ::wgpu;
+pub use attribution::{IgPath, IgPoints};
 pub use context::WgpuContext;
-pub use tensor::{GpuIndices, GpuMask, GpuTensor};
+pub use tensor::{GpuIndices, GpuMask, GpuTensor, Precision};

@@ -55,11 +55,11 @@ impl WgpuContext {
             });
         }
         let params = pool_params(g, op)?;
-        let y = self.tensor(&g.out_dims())?;
+        let y = self.tensor_as(&g.out_dims(), x.precision())?;
         let argmax = self.indices(&g.out_dims())?;
         let bindings = [(1, x.raw()), (2, y.raw()), (3, argmax.raw())];
         self.launch(
-            kernels::MAXPOOL2D_FWD,
+            kernels::MAXPOOL2D_FWD.with(x.precision()),
             &params,
             &bindings,
             flat_groups(y.numel()),
@@ -85,10 +85,10 @@ impl WgpuContext {
             });
         }
         let params = pool_params(g, op)?;
-        let dx = self.tensor(&g.in_dims())?;
+        let dx = self.tensor_as(&g.in_dims(), dy.precision())?;
         let bindings = [(2, dx.raw()), (4, argmax.raw()), (5, dy.raw())];
         self.launch(
-            kernels::MAXPOOL2D_BWD,
+            kernels::MAXPOOL2D_BWD.with(dy.precision()),
             &params,
             &bindings,
             flat_groups(dx.numel()),
@@ -103,10 +103,10 @@ impl WgpuContext {
         expect_dims(op, x, &g.in_dims())?;
         check_no_dilation(op, g)?;
         let params = pool_params(g, op)?;
-        let y = self.tensor(&g.out_dims())?;
+        let y = self.tensor_as(&g.out_dims(), x.precision())?;
         let bindings = [(1, x.raw()), (2, y.raw())];
         self.launch(
-            kernels::AVGPOOL2D_FWD,
+            kernels::AVGPOOL2D_FWD.with(x.precision()),
             &params,
             &bindings,
             flat_groups(y.numel()),
@@ -120,10 +120,10 @@ impl WgpuContext {
         expect_dims(op, dy, &g.out_dims())?;
         check_no_dilation(op, g)?;
         let params = pool_params(g, op)?;
-        let dx = self.tensor(&g.in_dims())?;
+        let dx = self.tensor_as(&g.in_dims(), dy.precision())?;
         let bindings = [(2, dx.raw()), (5, dy.raw())];
         self.launch(
-            kernels::AVGPOOL2D_BWD,
+            kernels::AVGPOOL2D_BWD.with(dy.precision()),
             &params,
             &bindings,
             flat_groups(dx.numel()),
@@ -136,11 +136,11 @@ impl WgpuContext {
         let op = "global_avgpool2d_fwd";
         let params = global_params(op, x.dims())?;
         let d = x.dims();
-        let y = self.tensor(&[d[0], d[1], 1, 1])?;
+        let y = self.tensor_as(&[d[0], d[1], 1, 1], x.precision())?;
         let bindings = [(1, x.raw()), (2, y.raw())];
         // One workgroup per plane.
         self.launch(
-            kernels::GLOBAL_AVGPOOL2D_FWD,
+            kernels::GLOBAL_AVGPOOL2D_FWD.with(x.precision()),
             &params,
             &bindings,
             Grid::Flat((d[0] * d[1]) as u64),
@@ -154,10 +154,10 @@ impl WgpuContext {
         let op = "global_avgpool2d_bwd";
         let params = global_params(op, x_dims)?;
         expect_dims(op, dy, &[x_dims[0], x_dims[1], 1, 1])?;
-        let dx = self.tensor(x_dims)?;
+        let dx = self.tensor_as(x_dims, dy.precision())?;
         let bindings = [(2, dx.raw()), (5, dy.raw())];
         self.launch(
-            kernels::GLOBAL_AVGPOOL2D_BWD,
+            kernels::GLOBAL_AVGPOOL2D_BWD.with(dy.precision()),
             &params,
             &bindings,
             flat_groups(dx.numel()),

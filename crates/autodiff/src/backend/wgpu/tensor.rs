@@ -107,8 +107,39 @@ impl Drop for PooledBuffer {
     }
 }
 
-/// An f32 tensor on the device: a storage buffer holding `numel` values, row-major (NCHW for
-/// images, OIHW for weights), and its dimensions.
+/// How a tensor's values are stored on the device. Kernels always compute in f32; with
+/// [`F16Storage`](Precision::F16Storage) they load f16 values, widen them, and round their results
+/// to f16 when they store them (half the memory traffic and footprint of activations and
+/// weights). Needs the adapter's `SHADER_F16` feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Precision {
+    /// 32-bit floats (default).
+    #[default]
+    F32,
+    /// IEEE binary16 storage, f32 arithmetic.
+    F16Storage,
+}
+
+impl Precision {
+    /// Bytes per stored value.
+    pub fn bytes(self) -> usize {
+        match self {
+            Precision::F32 => 4,
+            Precision::F16Storage => 2,
+        }
+    }
+
+    /// The name used in messages and on the command line (`f32`, `f16`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16Storage => "f16",
+        }
+    }
+}
+
+/// A tensor on the device: a storage buffer holding `numel` values (f32, or f16 under
+/// [`Precision::F16Storage`]), row-major (NCHW for images, OIHW for weights), and its dimensions.
 ///
 /// Not `Clone`: kernels such as
 /// [`reduce_copies`](super::WgpuContext::reduce_copies) add into a tensor in place.
@@ -116,15 +147,27 @@ pub struct GpuTensor {
     pub(crate) buffer: PooledBuffer,
     dims: Vec<usize>,
     numel: usize,
+    precision: Precision,
 }
 
 impl GpuTensor {
-    pub(crate) fn new(buffer: PooledBuffer, dims: &[usize]) -> Self {
+    pub(crate) fn new(buffer: PooledBuffer, dims: &[usize], precision: Precision) -> Self {
         GpuTensor {
             buffer,
             dims: dims.to_vec(),
             numel: dims.iter().product(),
+            precision,
         }
+    }
+
+    /// How the values are stored.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Bytes the values occupy (padded to whole 4-byte words, the unit of device copies).
+    pub(crate) fn bytes(&self) -> u64 {
+        (self.numel as u64 * self.precision.bytes() as u64).next_multiple_of(4)
     }
 
     /// The dimensions.
@@ -159,7 +202,10 @@ impl GpuTensor {
 
 impl std::fmt::Debug for GpuTensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "GpuTensor{:?}", self.dims)
+        match self.precision {
+            Precision::F32 => write!(f, "GpuTensor{:?}", self.dims),
+            p => write!(f, "GpuTensor{:?}({})", self.dims, p.name()),
+        }
     }
 }
 

@@ -1,26 +1,63 @@
 //! Moving values between host and device, and allocating device buffers from the pool.
 
 use super::context::{WgpuContext, device_error, lock};
-use super::tensor::{BufferPool, GpuIndices, GpuMask, GpuTensor, POOLED_USAGE, PooledBuffer};
+use super::tensor::{
+    BufferPool, GpuIndices, GpuMask, GpuTensor, POOLED_USAGE, PooledBuffer, Precision,
+};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
 impl WgpuContext {
-    /// Copies a host tensor to the device.
+    /// Copies a host tensor to the device (f32 storage).
     pub fn upload(&self, t: &Tensor<f32>) -> Result<GpuTensor> {
         self.upload_slice(t.as_slice(), t.dims())
     }
 
-    /// Copies row-major values with dimensions `dims` to the device.
+    /// Copies row-major values with dimensions `dims` to the device (f32 storage).
     pub fn upload_slice(&self, data: &[f32], dims: &[usize]) -> Result<GpuTensor> {
-        check_len(dims, data.len())?;
-        let buffer = self.buffer_with(bytemuck::cast_slice(data), "upload")?;
-        Ok(GpuTensor::new(buffer, dims))
+        self.upload_slice_as(data, dims, Precision::F32)
     }
 
-    /// A device tensor of zeros.
+    /// Copies a host tensor to the device, stored as `precision` (f16: rounded to nearest).
+    pub fn upload_as(&self, t: &Tensor<f32>, precision: Precision) -> Result<GpuTensor> {
+        self.upload_slice_as(t.as_slice(), t.dims(), precision)
+    }
+
+    /// Copies row-major values with dimensions `dims` to the device, stored as `precision`.
+    ///
+    /// # Errors
+    /// [`Error::Device`] for f16 on an adapter without `SHADER_F16`.
+    pub fn upload_slice_as(
+        &self,
+        data: &[f32],
+        dims: &[usize],
+        precision: Precision,
+    ) -> Result<GpuTensor> {
+        check_len(dims, data.len())?;
+        self.check_precision(precision)?;
+        let buffer = match precision {
+            Precision::F32 => self.buffer_with(bytemuck::cast_slice(data), "upload")?,
+            Precision::F16Storage => {
+                // Padded to whole 4-byte words, the unit of buffer copies.
+                let mut bits: Vec<u16> = data
+                    .iter()
+                    .map(|&v| half::f16::from_f32(v).to_bits())
+                    .collect();
+                bits.resize(bits.len().next_multiple_of(2), 0);
+                self.buffer_with(bytemuck::cast_slice(&bits), "upload")?
+            }
+        };
+        Ok(GpuTensor::new(buffer, dims, precision))
+    }
+
+    /// A device tensor of zeros (f32 storage).
     pub fn zeros(&self, dims: &[usize]) -> Result<GpuTensor> {
-        let t = self.tensor(dims)?;
+        self.zeros_as(dims, Precision::F32)
+    }
+
+    /// A device tensor of zeros stored as `precision`.
+    pub fn zeros_as(&self, dims: &[usize], precision: Precision) -> Result<GpuTensor> {
+        let t = self.tensor_as(dims, precision)?;
         self.clear(t.raw());
         Ok(t)
     }
@@ -45,9 +82,20 @@ impl WgpuContext {
         Ok(GpuMask::new(buffer, len))
     }
 
-    /// Copies a device tensor back to the host (submits and waits).
+    /// Copies a device tensor back to the host as f32 (f16 values widen exactly; submits and
+    /// waits).
     pub fn download(&self, t: &GpuTensor) -> Result<Tensor<f32>> {
-        let data: Vec<f32> = self.read_back(t.raw(), t.numel())?;
+        let data: Vec<f32> = match t.precision() {
+            Precision::F32 => self.read_back(t.raw(), t.numel())?,
+            Precision::F16Storage => {
+                let words: Vec<u32> = self.read_back(t.raw(), t.numel().div_ceil(2))?;
+                let bits: &[u16] = bytemuck::cast_slice(&words);
+                bits[..t.numel()]
+                    .iter()
+                    .map(|&b| half::f16::from_bits(b).to_f32())
+                    .collect()
+            }
+        };
         Tensor::from_vec(data, t.dims())
     }
 
@@ -102,10 +150,17 @@ impl WgpuContext {
 
     /// An uninitialised f32 tensor (every kernel that returns one writes all of it).
     pub(crate) fn tensor(&self, dims: &[usize]) -> Result<GpuTensor> {
+        self.tensor_as(dims, Precision::F32)
+    }
+
+    /// An uninitialised tensor stored as `precision`.
+    pub(crate) fn tensor_as(&self, dims: &[usize], precision: Precision) -> Result<GpuTensor> {
         let numel = crate::shape::checked_numel(dims)?;
+        let bytes = (numel as u64 * precision.bytes() as u64).next_multiple_of(4);
         Ok(GpuTensor::new(
-            self.buffer(numel as u64 * 4, "tensor")?,
+            self.buffer(bytes, "tensor")?,
             dims,
+            precision,
         ))
     }
 
@@ -183,9 +238,9 @@ impl WgpuContext {
         self.encoder(&mut rec).clear_buffer(buffer, 0, None);
     }
 
-    /// Records a copy of `src` into `dst` (whole tensors of equal size).
+    /// Records a copy of `src` into `dst` (whole tensors of equal size and precision).
     pub(crate) fn copy(&self, src: &GpuTensor, dst: &GpuTensor) {
-        let bytes = src.numel() as u64 * 4;
+        let bytes = src.bytes();
         if bytes > 0 {
             let mut rec = lock(&self.recorder);
             self.encoder(&mut rec)
@@ -193,9 +248,9 @@ impl WgpuContext {
         }
     }
 
-    /// A copy of a device tensor.
+    /// A copy of a device tensor (same precision).
     pub fn duplicate(&self, t: &GpuTensor) -> Result<GpuTensor> {
-        let out = self.tensor(t.dims())?;
+        let out = self.tensor_as(t.dims(), t.precision())?;
         self.copy(t, &out);
         Ok(out)
     }
