@@ -1,4 +1,5 @@
 //! Tape-based reverse-mode automatic differentiation with a fast CPU backend.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod backend;
 pub mod element;

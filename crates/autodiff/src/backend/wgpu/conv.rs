@@ -89,7 +89,10 @@ impl WgpuContext {
         bias: Option<&GpuTensor>,
     ) -> Result<(GpuTensor, GpuMask)> {
         let (y, mask) = self.conv2d_forward(g, x, w, bias, true)?;
-        let mask = mask.expect("the ReLU variant makes a mask");
+        let mask = mask.ok_or_else(|| Error::Device {
+            device: "wgpu",
+            reason: "conv2d_fwd_relu: the fused kernel returned no mask".into(),
+        })?;
         Ok((y, mask))
     }
 

@@ -217,7 +217,10 @@ impl WgpuContext {
             expect_dims("linear_fwd (bias)", b, &[out_f])?;
         }
         let mut out = x.dims().to_vec();
-        *out.last_mut().expect("checked rank") = out_f;
+        if let Some(last) = out.last_mut() {
+            // `linear_dims` checked the rank (≥ 1).
+            *last = out_f;
+        }
         self.gemm(
             "linear_fwd",
             (rows, out_f, in_f, 1),

@@ -92,6 +92,8 @@ impl PooledBuffer {
         }
     }
 
+    // justified: `buffer` is `Some` from construction until `Drop` takes it back to the pool.
+    #[allow(clippy::expect_used)]
     pub(crate) fn raw(&self) -> &wgpu::Buffer {
         self.buffer
             .as_ref()
@@ -195,6 +197,8 @@ impl GpuTensor {
         })
     }
 
+    // justified: `buffer` is `Some` from construction until `Drop` takes it back to the pool.
+    #[allow(clippy::expect_used)]
     pub(crate) fn raw(&self) -> &wgpu::Buffer {
         self.buffer.raw()
     }
@@ -237,6 +241,8 @@ impl GpuMask {
         self.len.div_ceil(32)
     }
 
+    // justified: `buffer` is `Some` from construction until `Drop` takes it back to the pool.
+    #[allow(clippy::expect_used)]
     pub(crate) fn raw(&self) -> &wgpu::Buffer {
         self.buffer.raw()
     }
@@ -275,6 +281,8 @@ impl GpuIndices {
         self.numel
     }
 
+    // justified: `buffer` is `Some` from construction until `Drop` takes it back to the pool.
+    #[allow(clippy::expect_used)]
     pub(crate) fn raw(&self) -> &wgpu::Buffer {
         self.buffer.raw()
     }
