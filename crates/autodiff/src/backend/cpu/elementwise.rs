@@ -315,7 +315,7 @@ fn clamp_fwd_masked_impl<T: Float>(
 fn clamp_block<T: Float>(x: &[T], out: &mut [MaybeUninit<T>], low: T, high: T) -> u64 {
     let mut bits = 0u64;
     for (i, (&v, o)) in x.iter().zip(out).enumerate() {
-        bits |= ((v > low && v < high) as u64) << i;
+        bits |= (((v > low) & (v < high)) as u64) << i;
         // low <= high, so at most one bound applies; NaN fails both tests and passes.
         let lifted = if v < low { low } else { v };
         o.write(if v > high { high } else { lifted });

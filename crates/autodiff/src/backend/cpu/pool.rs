@@ -276,9 +276,21 @@ fn maxpool_planes_fast_impl<T: Float>(g: &Pool2dGeometry, x: &[T], out: &mut [T]
     let cols = interior_range(out_w, in_w, kw, sw, pw, dw);
     let n = cols.len();
     let phase_len = in_w.div_ceil(sw);
-    let mut best = vec![T::zero(); n];
-    let mut offs = vec![0u32; n];
-    let mut phases = vec![T::zero(); if sw == 1 { 0 } else { sw * phase_len }];
+    // Where tap column s of the first interior output starts in the row's phases: column
+    // sw·cols.start + d, d = s·dw − pw, is element cols.start + ⌊d / sw⌋ of phase d mod sw.
+    let tap_start: Vec<usize> = (0..kw)
+        .map(|s| {
+            let d = (s * dw) as isize - pw as isize;
+            let (phase, shift) = (d.rem_euclid(sw as isize), d.div_euclid(sw as isize));
+            phase as usize * phase_len + (cols.start as isize + shift) as usize
+        })
+        .collect();
+    // The running max runs over `n` rounded up to whole vectors, so its loops have no scalar
+    // remainder; the extra lanes read the phase buffer's slack and are never stored.
+    let padded = n.next_multiple_of(LANES);
+    let mut best = vec![T::zero(); padded];
+    let mut offs = vec![0u32; padded];
+    let mut phases = vec![T::zero(); sw * phase_len + LANES];
     for ((x_p, out_p), arg_p) in x.chunks(hw).zip(out.chunks_mut(p)).zip(arg.chunks_mut(p)) {
         for oh in 0..g.out_h {
             let out_r = &mut out_p[oh * out_w..][..out_w];
@@ -299,19 +311,9 @@ fn maxpool_planes_fast_impl<T: Float>(g: &Pool2dGeometry, x: &[T], out: &mut [T]
             let h0 = oh * sh - ph;
             for t in 0..kh {
                 let row = &x_p[(h0 + t * dh) * in_w..][..in_w];
-                let src: &[T] = if sw == 1 {
-                    row
-                } else {
-                    deinterleave(row, sw, phase_len, &mut phases);
-                    &phases
-                };
-                let tap_at = |s: usize| {
-                    let d = (s * dw) as isize - pw as isize;
-                    let (phase, shift) = (d.rem_euclid(sw as isize), d.div_euclid(sw as isize));
-                    phase as usize * phase_len + (cols.start as isize + shift) as usize
-                };
-                for s in 0..kw {
-                    let tap = &src[tap_at(s)..][..n];
+                deinterleave(row, sw, phase_len, &mut phases);
+                for (s, &start) in tap_start.iter().enumerate() {
+                    let tap = &phases[start..][..padded];
                     let offset = (t * dh * in_w + s * dw) as u32;
                     match (t, s) {
                         // Taps (0, 0) and (0, 1) start the running max together (a plain copy
@@ -319,7 +321,7 @@ fn maxpool_planes_fast_impl<T: Float>(g: &Pool2dGeometry, x: &[T], out: &mut [T]
                         (0, 0) if kw > 1 => {}
                         (0, 0) => max_first(&mut best, &mut offs, tap),
                         (0, 1) => {
-                            let tap0 = &src[tap_at(0)..][..n];
+                            let tap0 = &phases[tap_start[0]..][..padded];
                             max_first_two(&mut best, &mut offs, tap0, tap, offset);
                         }
                         _ => max_step(&mut best, &mut offs, tap, offset),
@@ -328,21 +330,21 @@ fn maxpool_planes_fast_impl<T: Float>(g: &Pool2dGeometry, x: &[T], out: &mut [T]
             }
             // Input index of tap (0, 0) of the first interior output; fits u32 (plane < 2^32).
             let first = (h0 * in_w + cols.start * sw - pw) as u32;
-            let out_c = &mut out_r[cols.clone()];
-            let arg_c = &mut arg_r[cols.clone()];
-            for (j, (((o, a), &b), &off)) in out_c
-                .iter_mut()
-                .zip(arg_c)
-                .zip(&best)
-                .zip(&offs)
-                .enumerate()
-            {
-                *o = b;
-                *a = first + (j * sw) as u32 + off;
-            }
+            store(
+                &mut out_r[cols.clone()],
+                &mut arg_r[cols.clone()],
+                &best,
+                &offs,
+                first,
+                sw as u32,
+            );
         }
     }
 }
+
+/// The vector width the running max's lengths are rounded up to: 16 f32 lanes, one AVX-512
+/// register.
+const LANES: usize = 16;
 
 /// The running max of one tap: the tap itself, at offset 0.
 #[inline(always)]
@@ -357,26 +359,48 @@ fn max_first<T: Float>(best: &mut [T], offs: &mut [u32], tap: &[T]) {
 #[inline(always)]
 fn max_first_two<T: Float>(best: &mut [T], offs: &mut [u32], tap0: &[T], tap1: &[T], offset: u32) {
     for (((b, o), &v0), &v1) in best.iter_mut().zip(offs.iter_mut()).zip(tap0).zip(tap1) {
-        let take = v1 > v0 || v1.is_nan();
+        let take = (v1 > v0) | v1.is_nan();
         *b = if take { v1 } else { v0 };
         *o = if take { offset } else { 0 };
     }
 }
 
 /// One step of the running max: where `v > best` or `v` is NaN (the scalar rule), take `v` and
-/// the tap's offset.
+/// the tap's offset. (`|`, not `||`: a short-circuit is a branch per lane, which keeps the block
+/// from vectorising.)
 #[inline(always)]
 fn max_step<T: Float>(best: &mut [T], offs: &mut [u32], tap: &[T], offset: u32) {
     for ((b, o), &v) in best.iter_mut().zip(offs.iter_mut()).zip(tap) {
-        let take = v > *b || v.is_nan();
+        let take = (v > *b) | v.is_nan();
         *b = if take { v } else { *b };
         *o = if take { offset } else { *o };
     }
 }
 
-/// Splits `row` into its `stride` phases: `phases[q·phase_len + i] = row[q + stride·i]`.
+/// Output values and argmax indices: lane j's window starts at input index `first + j·stride`.
+#[inline(always)]
+fn store<T: Float>(
+    out: &mut [T],
+    arg: &mut [u32],
+    best: &[T],
+    offs: &[u32],
+    first: u32,
+    stride: u32,
+) {
+    for (j, (((o, a), &b), &off)) in out.iter_mut().zip(arg).zip(best).zip(offs).enumerate() {
+        *o = b;
+        *a = first + j as u32 * stride + off;
+    }
+}
+
+/// Splits `row` into its `stride` phases: `phases[q·phase_len + i] = row[q + stride·i]` (a copy
+/// for stride 1).
 #[inline(always)]
 fn deinterleave<T: Float>(row: &[T], stride: usize, phase_len: usize, phases: &mut [T]) {
+    if stride == 1 {
+        phases[..row.len()].copy_from_slice(row);
+        return;
+    }
     if stride == 2 {
         let (even, odd) = phases.split_at_mut(phase_len);
         let (pairs, rest) = row.as_chunks::<2>();
@@ -622,10 +646,11 @@ mod tests {
     }
 
     /// Every geometry of kernel 1–4, stride 1–5, legal padding, dilation 1–2 and both ceil
-    /// modes on odd and even sizes, square and not.
+    /// modes on odd and even sizes, square and not, with rows shorter and longer than a lane
+    /// block.
     fn fast_path_geometries() -> Vec<Pool2dGeometry> {
         let mut all = Vec::new();
-        for (h, w) in [(7, 9), (8, 8), (5, 13), (12, 11), (3, 4)] {
+        for (h, w) in [(7, 9), (8, 8), (5, 13), (12, 11), (3, 4), (4, 37), (9, 20)] {
             for k in 1..=4 {
                 for stride in 1..=5 {
                     for pad in 0..=k / 2 {
