@@ -73,37 +73,22 @@ fn planes_per_task(g: &Pool2dGeometry) -> usize {
 
 /// Whether some output row and some output column have all their taps inside the input.
 fn has_interior(g: &Pool2dGeometry) -> bool {
-    let rows = interior_range(
-        g.out_h,
-        g.in_h,
-        g.kernel[0],
-        g.stride[0],
-        g.pad[0],
-        g.dilation[0],
-    );
-    let cols = interior_range(
-        g.out_w,
-        g.in_w,
-        g.kernel[1],
-        g.stride[1],
-        g.pad[1],
-        g.dilation[1],
-    );
+    let rows = interior_range(g, 0);
+    let cols = interior_range(g, 1);
     !rows.is_empty() && !cols.is_empty()
 }
 
-/// The outputs along one axis whose every tap `o·stride − pad + t·dilation` (t < kernel) lies in
-/// `[0, in_len)`.
-fn interior_range(
-    out_len: usize,
-    in_len: usize,
-    kernel: usize,
-    stride: usize,
-    pad: usize,
-    dilation: usize,
-) -> std::ops::Range<usize> {
+/// The outputs along `axis` (0: rows, 1: columns) whose every tap
+/// `o·stride − pad + t·dilation` (t < kernel) lies in the input.
+fn interior_range(g: &Pool2dGeometry, axis: usize) -> std::ops::Range<usize> {
+    let (out_len, in_len) = if axis == 0 {
+        (g.out_h, g.in_h)
+    } else {
+        (g.out_w, g.in_w)
+    };
+    let (stride, pad) = (g.stride[axis], g.pad[axis]);
     let lo = pad.div_ceil(stride).min(out_len);
-    let span = (kernel - 1) * dilation;
+    let span = (g.kernel[axis] - 1) * g.dilation[axis];
     // Largest o with o·stride − pad + span <= in_len − 1.
     let hi = match (in_len + pad).checked_sub(span + 1) {
         Some(last) => (last / stride + 1).min(out_len),
@@ -272,8 +257,8 @@ fn maxpool_planes_fast_impl<T: Float>(g: &Pool2dGeometry, x: &[T], out: &mut [T]
     let [sh, sw] = g.stride;
     let [ph, pw] = g.pad;
     let [dh, dw] = g.dilation;
-    let rows = interior_range(g.out_h, g.in_h, kh, sh, ph, dh);
-    let cols = interior_range(out_w, in_w, kw, sw, pw, dw);
+    let rows = interior_range(g, 0);
+    let cols = interior_range(g, 1);
     let n = cols.len();
     let phase_len = in_w.div_ceil(sw);
     // Where tap column s of the first interior output starts in the row's phases: column
@@ -756,27 +741,23 @@ mod tests {
     #[test]
     fn maxpool2d_interior_ranges_are_exact() {
         for g in fast_path_geometries() {
-            let rows = interior_range(
-                g.out_h,
-                g.in_h,
-                g.kernel[0],
-                g.stride[0],
-                g.pad[0],
-                g.dilation[0],
-            );
-            for oh in 0..g.out_h {
-                let taps_inside = (0..g.kernel[0]).all(|t| {
-                    let ih = (oh * g.stride[0] + t * g.dilation[0]) as isize - g.pad[0] as isize;
-                    ih >= 0 && ih < g.in_h as isize
-                });
-                assert_eq!(rows.contains(&oh), taps_inside, "{g:?} row {oh}");
+            for (axis, out_len, in_len) in [(0, g.out_h, g.in_h), (1, g.out_w, g.in_w)] {
+                let inner = interior_range(&g, axis);
+                for o in 0..out_len {
+                    let taps_inside = (0..g.kernel[axis]).all(|t| {
+                        let i = (o * g.stride[axis] + t * g.dilation[axis]) as isize
+                            - g.pad[axis] as isize;
+                        i >= 0 && i < in_len as isize
+                    });
+                    assert_eq!(inner.contains(&o), taps_inside, "{g:?} axis {axis} at {o}");
+                }
             }
         }
     }
 
     #[test]
     fn maxpool2d_tasks_cover_whole_planes() {
-        // small's first pool: 3200 planes of 256 outputs × 4 taps; tasks of at least
+        // small's first pool: 1600 planes of 256 outputs × 4 taps; tasks of at least
         // TASK_TAPS taps, and more than one task.
         let g = geometry([50, 32, 32, 32], Pool2dParams::new(2));
         let per_task = planes_per_task(&g);
