@@ -59,9 +59,12 @@ impl BitMask {
     /// When `g.len()` differs from the mask's length.
     pub fn apply<T: Float>(&self, g: &[T], positive_only: bool) -> Vec<T> {
         assert_eq!(g.len(), self.len, "BitMask::apply: gradient length");
-        filled_vec(g.len(), |out| {
-            elementwise::mask_backward(g, &self.words, positive_only, out)
-        })
+        // SAFETY: `mask_backward` writes every element of `out`.
+        unsafe {
+            filled_vec(g.len(), |out| {
+                elementwise::mask_backward(g, &self.words, positive_only, out)
+            })
+        }
     }
 }
 
@@ -69,9 +72,12 @@ impl BitMask {
 /// (multithreaded and vectorised).
 pub fn relu_fwd_masked<T: Float>(x: &[T]) -> (Vec<T>, BitMask) {
     let mut words = vec![0u64; x.len().div_ceil(64)];
-    let out = filled_vec(x.len(), |out| {
-        elementwise::relu_fwd_masked(x, out, &mut words)
-    });
+    // SAFETY: `relu_fwd_masked` writes every element of `out`.
+    let out = unsafe {
+        filled_vec(x.len(), |out| {
+            elementwise::relu_fwd_masked(x, out, &mut words)
+        })
+    };
     let mask = BitMask {
         words,
         len: x.len(),
@@ -81,7 +87,8 @@ pub fn relu_fwd_masked<T: Float>(x: &[T]) -> (Vec<T>, BitMask) {
 
 /// `max(x, 0)`, with NaN passed through as PyTorch does.
 pub fn relu_fwd<T: Float>(x: &[T]) -> Vec<T> {
-    filled_vec(x.len(), |out| elementwise::relu_fwd(x, out))
+    // SAFETY: `relu_fwd` writes every element of `out`.
+    unsafe { filled_vec(x.len(), |out| elementwise::relu_fwd(x, out)) }
 }
 
 impl<T: Float> Tape<T> {
@@ -114,9 +121,12 @@ impl<T: Float> Tape<T> {
         let xs = x.value().as_slice();
         // The mask costs 1/32 of the output; on the constant path it is dropped unused.
         let mut words = vec![0u64; xs.len().div_ceil(64)];
-        let out = filled_vec(xs.len(), |out| {
-            elementwise::clamp_fwd_masked(xs, lo, hi, out, &mut words)
-        });
+        // SAFETY: `clamp_fwd_masked` writes every element of `out`.
+        let out = unsafe {
+            filled_vec(xs.len(), |out| {
+                elementwise::clamp_fwd_masked(xs, lo, hi, out, &mut words)
+            })
+        };
         let value = Tensor::from_parts(x.value().shape().clone(), out);
         let len = xs.len();
         Ok(self.result(ix.is_some(), value, || Op::Clamp {

@@ -160,13 +160,15 @@ fn par_unmasked<T: Float>(
         .for_each(|(x, out)| kernel(x, out));
 }
 
-/// A vector of `len` elements written by `fill` (which must write every element of the slice
-/// it gets), without zeroing it first.
-pub(crate) fn filled_vec<T>(len: usize, fill: impl FnOnce(&mut [MaybeUninit<T>])) -> Vec<T> {
+/// A vector of `len` elements written by `fill`, without zeroing it first.
+///
+/// # Safety
+/// `fill` must initialise every element of the slice it is given. The kernels of this module
+/// do: each writes every output element (or panics, and then the vector is dropped empty).
+pub(crate) unsafe fn filled_vec<T>(len: usize, fill: impl FnOnce(&mut [MaybeUninit<T>])) -> Vec<T> {
     let mut v = Vec::with_capacity(len);
     fill(&mut v.spare_capacity_mut()[..len]);
-    // SAFETY: `fill`'s contract is to initialise all `len` elements; every caller in this crate
-    // passes a kernel that writes each output element exactly once.
+    // SAFETY: the caller guarantees that `fill` initialised all `len` elements.
     unsafe { v.set_len(len) };
     v
 }
@@ -436,7 +438,7 @@ mod tests {
         for (k, len) in lengths().into_iter().enumerate() {
             let x = special_values(len, k as u64);
             let mut words = vec![u64::MAX; len.div_ceil(64)];
-            let out = filled_vec(len, |out| relu_fwd_masked(&x, out, &mut words));
+            let out = unsafe { filled_vec(len, |out| relu_fwd_masked(&x, out, &mut words)) };
             let want: Vec<u32> = x
                 .iter()
                 .map(|&v| if v > 0.0 || v.is_nan() { v } else { 0.0 }.to_bits())
@@ -444,7 +446,7 @@ mod tests {
             let got: Vec<u32> = out.iter().map(|v| v.to_bits()).collect();
             assert_eq!(got, want, "len {len}");
             assert_eq!(words, words_of(len, |i| x[i] > 0.0), "len {len}: mask");
-            let plain = filled_vec(len, |out| relu_fwd(&x, out));
+            let plain = unsafe { filled_vec(len, |out| relu_fwd(&x, out)) };
             assert_eq!(plain.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want);
         }
     }
@@ -455,7 +457,8 @@ mod tests {
             let x = special_values(len, k as u64 + 10);
             let (lo, hi) = (-1.0f32, 6.0f32);
             let mut words = vec![u64::MAX; len.div_ceil(64)];
-            let out = filled_vec(len, |out| clamp_fwd_masked(&x, lo, hi, out, &mut words));
+            let out =
+                unsafe { filled_vec(len, |out| clamp_fwd_masked(&x, lo, hi, out, &mut words)) };
             let want: Vec<u32> = x
                 .iter()
                 .map(|&v| {
@@ -490,7 +493,7 @@ mod tests {
                 _ => i % 5 != 2,
             });
             for guided in [false, true] {
-                let out = filled_vec(len, |out| mask_backward(&g, &words, guided, out));
+                let out = unsafe { filled_vec(len, |out| mask_backward(&g, &words, guided, out)) };
                 for (i, (&o, &v)) in out.iter().zip(&g).enumerate() {
                     let bit = (words[i / 64] >> (i % 64)) & 1 == 1;
                     let keep = bit && (!guided || v > 0.0);
