@@ -1,6 +1,7 @@
 //! ReLU, saving one bit per element for its backward.
 
 use super::Op;
+use crate::backend::cpu::elementwise::{self, filled_vec};
 use crate::element::Float;
 use crate::error::Result;
 use crate::tape::{KernelLog, Tape, Var, accumulate};
@@ -52,59 +53,42 @@ impl BitMask {
     }
 
     /// `g` where the bit is set, 0 elsewhere; with `positive_only`, also 0 where `g <= 0`
-    /// (guided backpropagation). Whole words of ones or zeros are copied or skipped at once.
+    /// (guided backpropagation). Multithreaded and vectorised (`backend::cpu::elementwise`).
+    ///
+    /// # Panics
+    /// When `g.len()` differs from the mask's length.
     pub fn apply<T: Float>(&self, g: &[T], positive_only: bool) -> Vec<T> {
-        let mut out = vec![T::zero(); g.len()];
-        for ((o, gc), &w) in out.chunks_mut(64).zip(g.chunks(64)).zip(&self.words) {
-            if w == 0 {
-                continue;
-            }
-            if w == u64::MAX && !positive_only {
-                o.copy_from_slice(gc);
-                continue;
-            }
-            for (i, (o, &gv)) in o.iter_mut().zip(gc).enumerate() {
-                let keep = (w >> i) & 1 == 1 && (!positive_only || gv > T::zero());
-                *o = if keep { gv } else { T::zero() };
-            }
+        assert_eq!(g.len(), self.len, "BitMask::apply: gradient length");
+        // SAFETY: `mask_backward` writes every element of `out`.
+        unsafe {
+            filled_vec(g.len(), |out| {
+                elementwise::mask_backward(g, &self.words, positive_only, out)
+            })
         }
-        out
     }
 }
 
-/// `max(x, 0)` (NaN passed through, as PyTorch) and the mask `x > 0`, in one pass.
+/// `max(x, 0)` (NaN passed through, as PyTorch) and the mask `x > 0`, in one pass
+/// (multithreaded and vectorised).
 pub fn relu_fwd_masked<T: Float>(x: &[T]) -> (Vec<T>, BitMask) {
-    let mut out = Vec::with_capacity(x.len());
-    let mut words = Vec::with_capacity(x.len().div_ceil(64));
-    for chunk in x.chunks(64) {
-        let mut bits = 0u64;
-        for (i, &v) in chunk.iter().enumerate() {
-            let positive = v > T::zero();
-            bits |= (positive as u64) << i;
-            out.push(if positive || v.is_nan() { v } else { T::zero() });
-        }
-        words.push(bits);
-    }
-    (
-        out,
-        BitMask {
-            words,
-            len: x.len(),
-        },
-    )
+    let mut words = vec![0u64; x.len().div_ceil(64)];
+    // SAFETY: `relu_fwd_masked` writes every element of `out`.
+    let out = unsafe {
+        filled_vec(x.len(), |out| {
+            elementwise::relu_fwd_masked(x, out, &mut words)
+        })
+    };
+    let mask = BitMask {
+        words,
+        len: x.len(),
+    };
+    (out, mask)
 }
 
 /// `max(x, 0)`, with NaN passed through as PyTorch does.
 pub fn relu_fwd<T: Float>(x: &[T]) -> Vec<T> {
-    x.iter()
-        .map(|&v| {
-            if v > T::zero() || v.is_nan() {
-                v
-            } else {
-                T::zero()
-            }
-        })
-        .collect()
+    // SAFETY: `relu_fwd` writes every element of `out`.
+    unsafe { filled_vec(x.len(), |out| elementwise::relu_fwd(x, out)) }
 }
 
 impl<T: Float> Tape<T> {
@@ -135,22 +119,19 @@ impl<T: Float> Tape<T> {
         let ix = self.input(x)?;
         let (lo, hi) = (T::from_f64(low), T::from_f64(high));
         let xs = x.value().as_slice();
-        let out = xs
-            .iter()
-            .map(|&v| {
-                if v < lo {
-                    lo
-                } else if v > hi {
-                    hi
-                } else {
-                    v
-                }
+        // The mask costs 1/32 of the output; on the constant path it is dropped unused.
+        let mut words = vec![0u64; xs.len().div_ceil(64)];
+        // SAFETY: `clamp_fwd_masked` writes every element of `out`.
+        let out = unsafe {
+            filled_vec(xs.len(), |out| {
+                elementwise::clamp_fwd_masked(xs, lo, hi, out, &mut words)
             })
-            .collect();
+        };
         let value = Tensor::from_parts(x.value().shape().clone(), out);
+        let len = xs.len();
         Ok(self.result(ix.is_some(), value, || Op::Clamp {
             x: ix,
-            mask: BitMask::from_predicate(xs, |v| v > lo && v < hi),
+            mask: BitMask { words, len },
         }))
     }
 }

@@ -1,7 +1,17 @@
-//! Broadcasting elementwise kernels and reductions to a broadcast-compatible shape.
+//! Broadcasting elementwise kernels, reductions to a broadcast-compatible shape, and the
+//! masked activation kernels (ReLU and clamp forward with their 1-bit masks, and the masked
+//! backward).
+//!
+//! Shape of the masked work: the elements are split into rayon tasks of at least
+//! [`MASKED_TASK`] elements that start at multiples of 64, so each task owns whole mask words;
+//! inside a task, 64-element blocks are compiled for the machine's vector width (see
+//! `simd.rs`): one block makes one mask word.
 
+use super::simd::multiversion;
 use crate::element::Float;
 use crate::shape::Shape;
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Calls `f(out_index, a_offset, b_offset)` for every element of `out` in row-major order, where
 /// the offsets follow the (broadcast, possibly zero) strides `sa` and `sb`.
@@ -97,6 +107,279 @@ pub fn broadcast_to<T: Float>(src: &[T], src_shape: &Shape, out_shape: &Shape) -
     out
 }
 
+/// Fewest elements one task of the masked kernels takes: below it the rayon hand-off costs more
+/// than the pass itself. A multiple of 64.
+pub const MASKED_TASK: usize = 64 * 1024;
+
+/// Elements per task for `len` elements: at least [`MASKED_TASK`], about four tasks per thread
+/// (so a loaded core does not hold the others up), a multiple of 64.
+fn task_len(len: usize) -> usize {
+    let per_task = len.div_ceil(4 * rayon::current_num_threads());
+    per_task.next_multiple_of(64).max(MASKED_TASK)
+}
+
+/// Runs `kernel` over matching parts of `x`, `out` and the mask `words` (one word per 64
+/// elements), in parallel when there is enough work.
+fn par_masked<T: Float>(
+    x: &[T],
+    out: &mut [MaybeUninit<T>],
+    words: &mut [u64],
+    kernel: impl Fn(&[T], &mut [MaybeUninit<T>], &mut [u64]) + Sync,
+) {
+    assert_eq!(out.len(), x.len(), "masked kernel: output length");
+    assert_eq!(
+        words.len(),
+        x.len().div_ceil(64),
+        "masked kernel: mask length"
+    );
+    let task = task_len(x.len());
+    if x.len() <= task {
+        kernel(x, out, words);
+        return;
+    }
+    x.par_chunks(task)
+        .zip(out.par_chunks_mut(task))
+        .zip(words.par_chunks_mut(task / 64))
+        .for_each(|((x, out), words)| kernel(x, out, words));
+}
+
+/// Runs `kernel` over matching parts of `x` and `out`, in parallel when there is enough work.
+fn par_unmasked<T: Float>(
+    x: &[T],
+    out: &mut [MaybeUninit<T>],
+    kernel: impl Fn(&[T], &mut [MaybeUninit<T>]) + Sync,
+) {
+    assert_eq!(out.len(), x.len(), "elementwise kernel: output length");
+    let task = task_len(x.len());
+    if x.len() <= task {
+        kernel(x, out);
+        return;
+    }
+    x.par_chunks(task)
+        .zip(out.par_chunks_mut(task))
+        .for_each(|(x, out)| kernel(x, out));
+}
+
+/// A vector of `len` elements written by `fill`, without zeroing it first.
+///
+/// # Safety
+/// `fill` must initialise every element of the slice it is given. The kernels of this module
+/// do: each writes every output element (or panics, and then the vector is dropped empty).
+pub(crate) unsafe fn filled_vec<T>(len: usize, fill: impl FnOnce(&mut [MaybeUninit<T>])) -> Vec<T> {
+    let mut v = Vec::with_capacity(len);
+    fill(&mut v.spare_capacity_mut()[..len]);
+    // SAFETY: the caller guarantees that `fill` initialised all `len` elements.
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// ReLU forward with its mask: `out = max(x, 0)` (NaN passed through, -0 becomes +0, as
+/// PyTorch), bit i of `words[i / 64]` set where `x[i] > 0`. Bits past the end of `x` are 0.
+///
+/// # Panics
+/// When `out.len() != x.len()` or `words.len() != x.len().div_ceil(64)`.
+pub fn relu_fwd_masked<T: Float>(x: &[T], out: &mut [MaybeUninit<T>], words: &mut [u64]) {
+    par_masked(x, out, words, relu_fwd_masked_task);
+}
+
+/// ReLU forward without a mask (for inputs that need no gradient).
+///
+/// # Panics
+/// When `out.len() != x.len()`.
+pub fn relu_fwd<T: Float>(x: &[T], out: &mut [MaybeUninit<T>]) {
+    par_unmasked(x, out, relu_fwd_task);
+}
+
+/// Clamp forward with its mask: `out = min(max(x, low), high)` (NaN passed through), bit set
+/// where `low < x < high` (where the gradient passes).
+///
+/// # Panics
+/// As [`relu_fwd_masked`].
+pub fn clamp_fwd_masked<T: Float>(
+    x: &[T],
+    low: T,
+    high: T,
+    out: &mut [MaybeUninit<T>],
+    words: &mut [u64],
+) {
+    par_masked(x, out, words, |x, out, words| {
+        clamp_fwd_masked_task(x, low, high, out, words)
+    });
+}
+
+/// The masked backward of ReLU and clamp: `out = g` where the mask bit is set, 0 elsewhere; with
+/// `positive_only` also 0 where `g <= 0` (guided backpropagation).
+///
+/// # Panics
+/// When `out.len() != g.len()` or `words.len() != g.len().div_ceil(64)`.
+pub fn mask_backward<T: Float>(
+    g: &[T],
+    words: &[u64],
+    positive_only: bool,
+    out: &mut [MaybeUninit<T>],
+) {
+    assert_eq!(out.len(), g.len(), "mask_backward: output length");
+    assert_eq!(
+        words.len(),
+        g.len().div_ceil(64),
+        "mask_backward: mask length"
+    );
+    let task = task_len(g.len());
+    if g.len() <= task {
+        mask_backward_task(g, words, positive_only, out);
+        return;
+    }
+    g.par_chunks(task)
+        .zip(words.par_chunks(task / 64))
+        .zip(out.par_chunks_mut(task))
+        .for_each(|((g, words), out)| mask_backward_task(g, words, positive_only, out));
+}
+
+multiversion! {
+    /// [`relu_fwd_masked`] on one task's elements.
+    fn relu_fwd_masked_task = relu_fwd_masked_impl(
+        x: &[T],
+        out: &mut [MaybeUninit<T>],
+        words: &mut [u64],
+    )
+}
+
+/// Runs `block(x, out) -> mask word` over whole 64-element blocks (fixed-size arrays, so the
+/// block loops unroll and vectorise) and then the partial last block.
+macro_rules! masked_blocks {
+    ($x:expr, $out:expr, $words:expr, $block:ident($($arg:expr),*)) => {{
+        let (x_blocks, x_rest) = $x.as_chunks::<64>();
+        let (out_blocks, out_rest) = $out.as_chunks_mut::<64>();
+        for ((x, out), word) in x_blocks.iter().zip(out_blocks).zip($words.iter_mut()) {
+            *word = $block(x, out $(, $arg)*);
+        }
+        if !x_rest.is_empty() {
+            $words[x_blocks.len()] = $block(x_rest, out_rest $(, $arg)*);
+        }
+    }};
+}
+
+#[inline(always)]
+fn relu_fwd_masked_impl<T: Float>(x: &[T], out: &mut [MaybeUninit<T>], words: &mut [u64]) {
+    masked_blocks!(x, out, words, relu_block());
+}
+
+/// One mask word of ReLU: at most 64 elements.
+#[inline(always)]
+fn relu_block<T: Float>(x: &[T], out: &mut [MaybeUninit<T>]) -> u64 {
+    let zero = T::zero();
+    let mut bits = 0u64;
+    for (i, (&v, o)) in x.iter().zip(out).enumerate() {
+        bits |= ((v > zero) as u64) << i;
+        // `v <= 0` is false for NaN, so NaN passes; -0 and 0 give +0.
+        o.write(if v <= zero { zero } else { v });
+    }
+    bits
+}
+
+multiversion! {
+    /// [`relu_fwd`] on one task's elements.
+    fn relu_fwd_task = relu_fwd_impl(x: &[T], out: &mut [MaybeUninit<T>])
+}
+
+#[inline(always)]
+fn relu_fwd_impl<T: Float>(x: &[T], out: &mut [MaybeUninit<T>]) {
+    let zero = T::zero();
+    for (&v, o) in x.iter().zip(out) {
+        o.write(if v <= zero { zero } else { v });
+    }
+}
+
+multiversion! {
+    /// [`clamp_fwd_masked`] on one task's elements.
+    fn clamp_fwd_masked_task = clamp_fwd_masked_impl(
+        x: &[T],
+        low: T,
+        high: T,
+        out: &mut [MaybeUninit<T>],
+        words: &mut [u64],
+    )
+}
+
+#[inline(always)]
+fn clamp_fwd_masked_impl<T: Float>(
+    x: &[T],
+    low: T,
+    high: T,
+    out: &mut [MaybeUninit<T>],
+    words: &mut [u64],
+) {
+    masked_blocks!(x, out, words, clamp_block(low, high));
+}
+
+/// One mask word of clamp: at most 64 elements.
+#[inline(always)]
+fn clamp_block<T: Float>(x: &[T], out: &mut [MaybeUninit<T>], low: T, high: T) -> u64 {
+    let mut bits = 0u64;
+    for (i, (&v, o)) in x.iter().zip(out).enumerate() {
+        bits |= (((v > low) & (v < high)) as u64) << i;
+        // low <= high, so at most one bound applies; NaN fails both tests and passes.
+        let lifted = if v < low { low } else { v };
+        o.write(if v > high { high } else { lifted });
+    }
+    bits
+}
+
+multiversion! {
+    /// [`mask_backward`] on one task's elements.
+    fn mask_backward_task = mask_backward_impl(
+        g: &[T],
+        words: &[u64],
+        positive_only: bool,
+        out: &mut [MaybeUninit<T>],
+    )
+}
+
+#[inline(always)]
+fn mask_backward_impl<T: Float>(
+    g: &[T],
+    words: &[u64],
+    positive_only: bool,
+    out: &mut [MaybeUninit<T>],
+) {
+    let (g_blocks, g_rest) = g.as_chunks::<64>();
+    let (out_blocks, out_rest) = out.as_chunks_mut::<64>();
+    // Two loops rather than a test per element, so each block is a plain masked move.
+    if positive_only {
+        for ((g, out), &w) in g_blocks.iter().zip(out_blocks).zip(words) {
+            mask_block_guided(g, w, out);
+        }
+        if !g_rest.is_empty() {
+            mask_block_guided(g_rest, words[g_blocks.len()], out_rest);
+        }
+    } else {
+        for ((g, out), &w) in g_blocks.iter().zip(out_blocks).zip(words) {
+            mask_block(g, w, out);
+        }
+        if !g_rest.is_empty() {
+            mask_block(g_rest, words[g_blocks.len()], out_rest);
+        }
+    }
+}
+
+/// `g` where bit i of `w` is set, 0 elsewhere: at most 64 elements.
+#[inline(always)]
+fn mask_block<T: Float>(g: &[T], w: u64, out: &mut [MaybeUninit<T>]) {
+    for (i, (&v, o)) in g.iter().zip(out).enumerate() {
+        o.write(if (w >> i) & 1 == 1 { v } else { T::zero() });
+    }
+}
+
+/// As [`mask_block`], and 0 where `g <= 0` (guided backpropagation).
+#[inline(always)]
+fn mask_block_guided<T: Float>(g: &[T], w: u64, out: &mut [MaybeUninit<T>]) {
+    let zero = T::zero();
+    for (i, (&v, o)) in g.iter().zip(out).enumerate() {
+        let keep = ((w >> i) & 1 == 1) & (v > zero);
+        o.write(if keep { v } else { zero });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +397,123 @@ mod tests {
             broadcast_to(&[1.0, 2.0], &a, &out),
             vec![1.0, 1.0, 1.0, 2.0, 2.0, 2.0]
         );
+    }
+
+    /// Values that exercise every branch: signed zeros, NaN, infinities, the clamp bounds.
+    fn special_values(len: usize, seed: u64) -> Vec<f32> {
+        let specials = [
+            0.0,
+            -0.0,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            -1.0,
+            6.0,
+        ];
+        let noise = crate::tensor::Tensor::<f32>::uniform(&[len], -8.0, 8.0, seed)
+            .unwrap()
+            .into_vec();
+        noise
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| if i % 7 == 3 { specials[(i / 7) % 7] } else { v })
+            .collect()
+    }
+
+    /// Lengths around one task, several tasks with a partial last word, and tiny ones.
+    fn lengths() -> [usize; 6] {
+        [0, 1, 63, 65, 3 * MASKED_TASK + 64 * 5 + 17, 4 * MASKED_TASK]
+    }
+
+    fn words_of(len: usize, pred: impl Fn(usize) -> bool) -> Vec<u64> {
+        let mut words = vec![0u64; len.div_ceil(64)];
+        for i in (0..len).filter(|&i| pred(i)) {
+            words[i / 64] |= 1 << (i % 64);
+        }
+        words
+    }
+
+    #[test]
+    fn relu_fwd_masked_is_bit_identical_to_the_scalar_definition() {
+        for (k, len) in lengths().into_iter().enumerate() {
+            let x = special_values(len, k as u64);
+            let mut words = vec![u64::MAX; len.div_ceil(64)];
+            let out = unsafe { filled_vec(len, |out| relu_fwd_masked(&x, out, &mut words)) };
+            let want: Vec<u32> = x
+                .iter()
+                .map(|&v| if v > 0.0 || v.is_nan() { v } else { 0.0 }.to_bits())
+                .collect();
+            let got: Vec<u32> = out.iter().map(|v| v.to_bits()).collect();
+            assert_eq!(got, want, "len {len}");
+            assert_eq!(words, words_of(len, |i| x[i] > 0.0), "len {len}: mask");
+            let plain = unsafe { filled_vec(len, |out| relu_fwd(&x, out)) };
+            assert_eq!(plain.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want);
+        }
+    }
+
+    #[test]
+    fn clamp_fwd_masked_is_bit_identical_to_the_scalar_definition() {
+        for (k, len) in lengths().into_iter().enumerate() {
+            let x = special_values(len, k as u64 + 10);
+            let (lo, hi) = (-1.0f32, 6.0f32);
+            let mut words = vec![u64::MAX; len.div_ceil(64)];
+            let out =
+                unsafe { filled_vec(len, |out| clamp_fwd_masked(&x, lo, hi, out, &mut words)) };
+            let want: Vec<u32> = x
+                .iter()
+                .map(|&v| {
+                    if v < lo {
+                        lo
+                    } else if v > hi {
+                        hi
+                    } else {
+                        v
+                    }
+                    .to_bits()
+                })
+                .collect();
+            let got: Vec<u32> = out.iter().map(|v| v.to_bits()).collect();
+            assert_eq!(got, want, "len {len}");
+            assert_eq!(
+                words,
+                words_of(len, |i| x[i] > lo && x[i] < hi),
+                "len {len}: mask"
+            );
+        }
+    }
+
+    #[test]
+    fn mask_backward_is_bit_identical_to_the_scalar_definition() {
+        for (k, len) in lengths().into_iter().enumerate() {
+            let g = special_values(len, k as u64 + 20);
+            // Full, empty and mixed words.
+            let words = words_of(len, |i| match (i / 64) % 3 {
+                0 => true,
+                1 => false,
+                _ => i % 5 != 2,
+            });
+            for guided in [false, true] {
+                let out = unsafe { filled_vec(len, |out| mask_backward(&g, &words, guided, out)) };
+                for (i, (&o, &v)) in out.iter().zip(&g).enumerate() {
+                    let bit = (words[i / 64] >> (i % 64)) & 1 == 1;
+                    let keep = bit && (!guided || v > 0.0);
+                    let want = if keep { v } else { 0.0 };
+                    assert_eq!(
+                        o.to_bits(),
+                        want.to_bits(),
+                        "len {len} guided {guided} i {i}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn masked_tasks_own_whole_mask_words() {
+        for len in [1, MASKED_TASK, MASKED_TASK + 1, 100 * MASKED_TASK + 3] {
+            let task = task_len(len);
+            assert_eq!(task % 64, 0, "len {len}");
+            assert!(task >= MASKED_TASK, "len {len}");
+        }
     }
 }

@@ -1,9 +1,12 @@
 //! 2-D max and average pooling on the CPU (NCHW), with PyTorch's CPU semantics.
 //!
-//! Shape of the work: one rayon task per (n, c) plane; each output pixel scans its window
-//! directly (windows are small, and pooling is memory-bound).
+//! Shape of the work: rayon tasks of whole (n, c) planes, enough planes per task to amortise the
+//! hand-off. Max pool's windows that lie wholly inside the input run vectorised across output
+//! columns (one output row at a time, each tap a unit-stride slice of a deinterleaved input
+//! row); the border windows, and average pool, scan each window directly.
 
 use super::conv::valid_range;
+use super::simd::multiversion;
 use crate::element::Float;
 use crate::ops::geometry::Pool2dGeometry;
 use rayon::prelude::*;
@@ -30,12 +33,68 @@ pub fn maxpool2d_fwd<T: Float>(g: &Pool2dGeometry, x: &[T], out: &mut [T], argma
     if out.is_empty() {
         return;
     }
-    out.par_chunks_mut(p)
-        .zip(argmax.par_chunks_mut(p))
+    let per_task = planes_per_task(g);
+    let fast = has_interior(g) && g.stride[1] <= MAX_FAST_STRIDE;
+    out.par_chunks_mut(p * per_task)
+        .zip(argmax.par_chunks_mut(p * per_task))
         .enumerate()
-        .for_each(|(plane, (out_p, arg_p))| {
-            maxpool_plane(g, &x[plane * hw..][..hw], out_p, arg_p);
+        .for_each(|(task, (out_t, arg_t))| {
+            let x_t = &x[task * per_task * hw..][..out_t.len() / p * hw];
+            if fast {
+                maxpool_planes_fast(g, x_t, out_t, arg_t);
+            } else {
+                for ((x_p, out_p), arg_p) in x_t
+                    .chunks(hw)
+                    .zip(out_t.chunks_mut(p))
+                    .zip(arg_t.chunks_mut(p))
+                {
+                    maxpool_plane_general(g, x_p, out_p, arg_p);
+                }
+            }
         });
+}
+
+/// Window taps (kernel elements × outputs) one rayon task takes at least.
+const TASK_TAPS: usize = 32 * 1024;
+
+/// Largest column stride the vector path takes (it deinterleaves each input row into `stride`
+/// phases).
+const MAX_FAST_STRIDE: usize = 4;
+
+/// Planes per rayon task: at least [`TASK_TAPS`] window taps, and about four tasks per thread
+/// when there is more work than that.
+fn planes_per_task(g: &Pool2dGeometry) -> usize {
+    let taps = (g.out_h * g.out_w * g.kernel[0] * g.kernel[1]).max(1);
+    let planes = g.batch * g.channels;
+    let by_size = TASK_TAPS.div_ceil(taps);
+    let by_balance = planes.div_ceil(4 * rayon::current_num_threads());
+    by_size.max(by_balance).clamp(1, planes.max(1))
+}
+
+/// Whether some output row and some output column have all their taps inside the input.
+fn has_interior(g: &Pool2dGeometry) -> bool {
+    let rows = interior_range(g, 0);
+    let cols = interior_range(g, 1);
+    !rows.is_empty() && !cols.is_empty()
+}
+
+/// The outputs along `axis` (0: rows, 1: columns) whose every tap
+/// `o·stride − pad + t·dilation` (t < kernel) lies in the input.
+fn interior_range(g: &Pool2dGeometry, axis: usize) -> std::ops::Range<usize> {
+    let (out_len, in_len) = if axis == 0 {
+        (g.out_h, g.in_h)
+    } else {
+        (g.out_w, g.in_w)
+    };
+    let (stride, pad) = (g.stride[axis], g.pad[axis]);
+    let lo = pad.div_ceil(stride).min(out_len);
+    let span = (g.kernel[axis] - 1) * g.dilation[axis];
+    // Largest o with o·stride − pad + span <= in_len − 1.
+    let hi = match (in_len + pad).checked_sub(span + 1) {
+        Some(last) => (last / stride + 1).min(out_len),
+        None => 0,
+    };
+    lo..hi.max(lo)
 }
 
 /// dx (overwritten) = scatter-add of dy at argmax.
@@ -45,15 +104,26 @@ pub fn maxpool2d_bwd<T: Float>(g: &Pool2dGeometry, dy: &[T], argmax: &[u32], dx:
     if dx.is_empty() {
         return;
     }
-    dx.par_chunks_mut(hw).enumerate().for_each(|(plane, dx_p)| {
-        dx_p.fill(T::zero());
-        let (dy_p, arg_p) = (&dy[plane * p..][..p], &argmax[plane * p..][..p]);
-        for (&v, &a) in dy_p.iter().zip(arg_p) {
-            if let Some(d) = dx_p.get_mut(a as usize) {
-                *d += v;
+    if p == 0 {
+        dx.fill(T::zero());
+        return;
+    }
+    let per_task = planes_per_task(g);
+    dx.par_chunks_mut(hw * per_task)
+        .zip(dy.par_chunks(p * per_task))
+        .zip(argmax.par_chunks(p * per_task))
+        .for_each(|((dx_t, dy_t), arg_t)| {
+            for ((dx_p, dy_p), arg_p) in
+                dx_t.chunks_mut(hw).zip(dy_t.chunks(p)).zip(arg_t.chunks(p))
+            {
+                dx_p.fill(T::zero());
+                for (&v, &a) in dy_p.iter().zip(arg_p) {
+                    if let Some(d) = dx_p.get_mut(a as usize) {
+                        *d += v;
+                    }
+                }
             }
-        }
-    });
+        });
 }
 
 /// Average pool with PyTorch's exact divisor rules (ceil_mode, count_include_pad):
@@ -112,41 +182,225 @@ fn check_lengths(g: &Pool2dGeometry, op: &str, input: usize, output: usize) -> (
     (hw, p)
 }
 
-fn maxpool_plane<T: Float>(g: &Pool2dGeometry, x_p: &[T], out_p: &mut [T], arg_p: &mut [u32]) {
+/// Every window of one plane by [`max_window`]: the path for geometries with no interior
+/// window or a large column stride, and the reference the vector path is tested against.
+fn maxpool_plane_general<T: Float>(
+    g: &Pool2dGeometry,
+    x_p: &[T],
+    out_p: &mut [T],
+    arg_p: &mut [u32],
+) {
+    for oh in 0..g.out_h {
+        for ow in 0..g.out_w {
+            let o = oh * g.out_w + ow;
+            (out_p[o], arg_p[o]) = max_window(g, x_p, oh, ow);
+        }
+    }
+}
+
+/// Max and argmax of one window, clipped to the plane; (-inf, [`NO_ARGMAX`]) when the window
+/// holds no input element.
+#[inline(always)]
+fn max_window<T: Float>(g: &Pool2dGeometry, x_p: &[T], oh: usize, ow: usize) -> (T, u32) {
     let [kh, kw] = g.kernel;
     let [dh, dw] = g.dilation;
-    for oh in 0..g.out_h {
-        // Taps t in [t0, t1) read input rows h0 + t·dh inside the plane.
-        let h0 = (oh * g.stride[0]) as isize - g.pad[0] as isize;
-        let (t0, t1) = valid_range(kh, g.in_h, dh, h0);
-        for ow in 0..g.out_w {
-            let w0 = (ow * g.stride[1]) as isize - g.pad[1] as isize;
-            let (s0, s1) = valid_range(kw, g.in_w, dw, w0);
-            let o = oh * g.out_w + ow;
-            if t0 == t1 || s0 == s1 {
-                out_p[o] = T::neg_infinity();
-                arg_p[o] = NO_ARGMAX;
+    // Taps t in [t0, t1) read input rows h0 + t·dh inside the plane; likewise columns.
+    let h0 = (oh * g.stride[0]) as isize - g.pad[0] as isize;
+    let (t0, t1) = valid_range(kh, g.in_h, dh, h0);
+    let w0 = (ow * g.stride[1]) as isize - g.pad[1] as isize;
+    let (s0, s1) = valid_range(kw, g.in_w, dw, w0);
+    if t0 == t1 || s0 == s1 {
+        return (T::neg_infinity(), NO_ARGMAX);
+    }
+    let row_of = |t: usize| (h0 + (t * dh) as isize) as usize;
+    let col_of = |s: usize| (w0 + (s * dw) as isize) as usize;
+    // As PyTorch: start at the first tap inside the input, so an all -inf window reports that
+    // tap.
+    let mut best = T::neg_infinity();
+    let mut best_at = row_of(t0) * g.in_w + col_of(s0);
+    for t in t0..t1 {
+        let row = row_of(t) * g.in_w;
+        for s in s0..s1 {
+            let at = row + col_of(s);
+            let v = x_p[at];
+            if v > best || v.is_nan() {
+                best = v;
+                best_at = at;
+            }
+        }
+    }
+    (best, best_at as u32)
+}
+
+multiversion! {
+    /// Max pool of whole planes (`x`, `out` and `arg` hold the same planes): the vector path for
+    /// the interior windows, [`max_window`] for the border.
+    fn maxpool_planes_fast = maxpool_planes_fast_impl(
+        g: &Pool2dGeometry,
+        x: &[T],
+        out: &mut [T],
+        arg: &mut [u32],
+    )
+}
+
+/// Per output row whose window rows all lie inside the input: for the interior columns
+/// `[lo, hi)`, the running max and the winning tap's offset (`t·dh·W + s·dw`) of each output,
+/// updated tap by tap in row-major order with the scalar rule (`v > best || v is NaN`), so
+/// ties, NaN and argmax match [`max_window`] exactly. With column stride `sw`, tap `s` of
+/// output `ow` reads column `sw·ow + s·dw − pw`, i.e. element `ow + ⌊d / sw⌋` of phase
+/// `d mod sw` (`d = s·dw − pw`) of the input row split into its `sw` phases.
+#[inline(always)]
+fn maxpool_planes_fast_impl<T: Float>(g: &Pool2dGeometry, x: &[T], out: &mut [T], arg: &mut [u32]) {
+    let (hw, p) = (g.in_h * g.in_w, g.out_h * g.out_w);
+    let (in_w, out_w) = (g.in_w, g.out_w);
+    let [kh, kw] = g.kernel;
+    let [sh, sw] = g.stride;
+    let [ph, pw] = g.pad;
+    let [dh, dw] = g.dilation;
+    let rows = interior_range(g, 0);
+    let cols = interior_range(g, 1);
+    let n = cols.len();
+    let phase_len = in_w.div_ceil(sw);
+    // Where tap column s of the first interior output starts in the row's phases: column
+    // sw·cols.start + d, d = s·dw − pw, is element cols.start + ⌊d / sw⌋ of phase d mod sw.
+    let tap_start: Vec<usize> = (0..kw)
+        .map(|s| {
+            let d = (s * dw) as isize - pw as isize;
+            let (phase, shift) = (d.rem_euclid(sw as isize), d.div_euclid(sw as isize));
+            phase as usize * phase_len + (cols.start as isize + shift) as usize
+        })
+        .collect();
+    // The running max runs over `n` rounded up to whole vectors, so its loops have no scalar
+    // remainder; the extra lanes read the phase buffer's slack and are never stored.
+    let padded = n.next_multiple_of(LANES);
+    let mut best = vec![T::zero(); padded];
+    let mut offs = vec![0u32; padded];
+    let mut phases = vec![T::zero(); sw * phase_len + LANES];
+    for ((x_p, out_p), arg_p) in x.chunks(hw).zip(out.chunks_mut(p)).zip(arg.chunks_mut(p)) {
+        for oh in 0..g.out_h {
+            let out_r = &mut out_p[oh * out_w..][..out_w];
+            let arg_r = &mut arg_p[oh * out_w..][..out_w];
+            // This row's interior columns; the others (all of them on a border row) go one
+            // window at a time.
+            let inner = if rows.contains(&oh) {
+                cols.clone()
+            } else {
+                0..0
+            };
+            for ow in (0..inner.start).chain(inner.end..out_w) {
+                (out_r[ow], arg_r[ow]) = max_window(g, x_p, oh, ow);
+            }
+            if inner.is_empty() {
                 continue;
             }
-            let row_of = |t: usize| (h0 + (t * dh) as isize) as usize;
-            let col_of = |s: usize| (w0 + (s * dw) as isize) as usize;
-            // As PyTorch: start at the first tap inside the input, so an all -inf window
-            // reports that tap.
-            let mut best = T::neg_infinity();
-            let mut best_at = row_of(t0) * g.in_w + col_of(s0);
-            for t in t0..t1 {
-                let row = row_of(t) * g.in_w;
-                for s in s0..s1 {
-                    let at = row + col_of(s);
-                    let v = x_p[at];
-                    if v > best || v.is_nan() {
-                        best = v;
-                        best_at = at;
+            let h0 = oh * sh - ph;
+            for t in 0..kh {
+                let row = &x_p[(h0 + t * dh) * in_w..][..in_w];
+                deinterleave(row, sw, phase_len, &mut phases);
+                for (s, &start) in tap_start.iter().enumerate() {
+                    let tap = &phases[start..][..padded];
+                    let offset = (t * dh * in_w + s * dw) as u32;
+                    match (t, s) {
+                        // Taps (0, 0) and (0, 1) start the running max together (a plain copy
+                        // of tap 0 would become a `memmove` call per row).
+                        (0, 0) if kw > 1 => {}
+                        (0, 0) => max_first(&mut best, &mut offs, tap),
+                        (0, 1) => {
+                            let tap0 = &phases[tap_start[0]..][..padded];
+                            max_first_two(&mut best, &mut offs, tap0, tap, offset);
+                        }
+                        _ => max_step(&mut best, &mut offs, tap, offset),
                     }
                 }
             }
-            out_p[o] = best;
-            arg_p[o] = best_at as u32;
+            // Input index of tap (0, 0) of the first interior output; fits u32 (plane < 2^32).
+            let first = (h0 * in_w + cols.start * sw - pw) as u32;
+            store(
+                &mut out_r[cols.clone()],
+                &mut arg_r[cols.clone()],
+                &best,
+                &offs,
+                first,
+                sw as u32,
+            );
+        }
+    }
+}
+
+/// The vector width the running max's lengths are rounded up to: 16 f32 lanes, one AVX-512
+/// register.
+const LANES: usize = 16;
+
+/// The running max of one tap: the tap itself, at offset 0.
+#[inline(always)]
+fn max_first<T: Float>(best: &mut [T], offs: &mut [u32], tap: &[T]) {
+    for ((b, o), &v) in best.iter_mut().zip(offs.iter_mut()).zip(tap) {
+        *b = v;
+        *o = 0;
+    }
+}
+
+/// The running max of the first two taps (offsets 0 and `offset`), by the scalar rule.
+#[inline(always)]
+fn max_first_two<T: Float>(best: &mut [T], offs: &mut [u32], tap0: &[T], tap1: &[T], offset: u32) {
+    for (((b, o), &v0), &v1) in best.iter_mut().zip(offs.iter_mut()).zip(tap0).zip(tap1) {
+        let take = (v1 > v0) | v1.is_nan();
+        *b = if take { v1 } else { v0 };
+        *o = if take { offset } else { 0 };
+    }
+}
+
+/// One step of the running max: where `v > best` or `v` is NaN (the scalar rule), take `v` and
+/// the tap's offset. (`|`, not `||`: a short-circuit is a branch per lane, which keeps the block
+/// from vectorising.)
+#[inline(always)]
+fn max_step<T: Float>(best: &mut [T], offs: &mut [u32], tap: &[T], offset: u32) {
+    for ((b, o), &v) in best.iter_mut().zip(offs.iter_mut()).zip(tap) {
+        let take = (v > *b) | v.is_nan();
+        *b = if take { v } else { *b };
+        *o = if take { offset } else { *o };
+    }
+}
+
+/// Output values and argmax indices: lane j's window starts at input index `first + j·stride`.
+#[inline(always)]
+fn store<T: Float>(
+    out: &mut [T],
+    arg: &mut [u32],
+    best: &[T],
+    offs: &[u32],
+    first: u32,
+    stride: u32,
+) {
+    for (j, (((o, a), &b), &off)) in out.iter_mut().zip(arg).zip(best).zip(offs).enumerate() {
+        *o = b;
+        *a = first + j as u32 * stride + off;
+    }
+}
+
+/// Splits `row` into its `stride` phases: `phases[q·phase_len + i] = row[q + stride·i]` (a copy
+/// for stride 1).
+#[inline(always)]
+fn deinterleave<T: Float>(row: &[T], stride: usize, phase_len: usize, phases: &mut [T]) {
+    if stride == 1 {
+        phases[..row.len()].copy_from_slice(row);
+        return;
+    }
+    if stride == 2 {
+        let (even, odd) = phases.split_at_mut(phase_len);
+        let (pairs, rest) = row.as_chunks::<2>();
+        for ((e, o), &[a, b]) in even.iter_mut().zip(odd.iter_mut()).zip(pairs) {
+            *e = a;
+            *o = b;
+        }
+        if let Some(&last) = rest.first() {
+            even[pairs.len()] = last;
+        }
+        return;
+    }
+    for (q, phase) in phases.chunks_mut(phase_len).enumerate() {
+        for (p, &v) in phase.iter_mut().zip(row.iter().skip(q).step_by(stride)) {
+            *p = v;
         }
     }
 }
@@ -358,6 +612,162 @@ mod tests {
         let mut dx = vec![f64::NAN; 4];
         maxpool2d_bwd(&g, &[1.0], &arg, &mut dx);
         assert_eq!(dx, [0.0; 4]);
+    }
+
+    /// Values from a small set, so windows tie often, with NaN and -inf sprinkled in; `nan_every`
+    /// 0 leaves NaN out.
+    fn tie_heavy(len: usize, seed: u64, nan_every: usize) -> Vec<f32> {
+        let u = Tensor::<f32>::uniform(&[len], 0.0, 1.0, seed)
+            .unwrap()
+            .into_vec();
+        u.iter()
+            .enumerate()
+            .map(|(i, &v)| match i {
+                _ if nan_every > 0 && i % nan_every == nan_every - 1 => f32::NAN,
+                _ if i % 23 == 5 => f32::NEG_INFINITY,
+                _ => (v * 4.0).floor() - 1.0,
+            })
+            .collect()
+    }
+
+    /// Every geometry of kernel 1–4, stride 1–5, legal padding, dilation 1–2 and both ceil
+    /// modes on odd and even sizes, square and not, with rows shorter and longer than a lane
+    /// block.
+    fn fast_path_geometries() -> Vec<Pool2dGeometry> {
+        let mut all = Vec::new();
+        for (h, w) in [(7, 9), (8, 8), (5, 13), (12, 11), (3, 4), (4, 37), (9, 20)] {
+            for k in 1..=4 {
+                for stride in 1..=5 {
+                    for pad in 0..=k / 2 {
+                        for dilation in 1..=2 {
+                            for ceil in [false, true] {
+                                let mut p = Pool2dParams::new(k)
+                                    .stride(stride)
+                                    .padding(pad)
+                                    .dilation(dilation)
+                                    .ceil_mode(ceil);
+                                // A non-square window on every other case.
+                                if (k + stride) % 2 == 0 && k > 1 {
+                                    p.kernel = [k, k - 1];
+                                    p.padding = [pad, pad.min((k - 1) / 2)];
+                                }
+                                if let Ok(g) = Pool2dGeometry::new("test", &[2, 3, h, w], &p) {
+                                    all.push(g);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        all
+    }
+
+    /// The general path, plane by plane.
+    fn general(g: &Pool2dGeometry, x: &[f32]) -> (Vec<f32>, Vec<u32>) {
+        let (hw, p) = (g.in_h * g.in_w, g.out_h * g.out_w);
+        let mut out = vec![0.0; p * g.batch * g.channels];
+        let mut arg = vec![0u32; out.len()];
+        for ((x_p, o), a) in x.chunks(hw).zip(out.chunks_mut(p)).zip(arg.chunks_mut(p)) {
+            maxpool_plane_general(g, x_p, o, a);
+        }
+        (out, arg)
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|v| v.to_bits()).collect()
+    }
+
+    #[test]
+    fn maxpool2d_fast_path_is_bit_identical_to_the_general_path() {
+        let geometries = fast_path_geometries();
+        assert!(geometries.len() > 500, "{} geometries", geometries.len());
+        let mut with_interior = 0;
+        for (k, g) in geometries.iter().enumerate() {
+            with_interior += usize::from(has_interior(g));
+            for nan_every in [0, 11] {
+                let x = tie_heavy(g.in_dims().iter().product(), k as u64, nan_every);
+                let (want, want_arg) = general(g, &x);
+                let mut out = vec![7.0; want.len()];
+                let mut arg = vec![7u32; want.len()];
+                maxpool_planes_fast(g, &x, &mut out, &mut arg);
+                assert_eq!(bits(&out), bits(&want), "{g:?} nan_every {nan_every}");
+                assert_eq!(arg, want_arg, "{g:?} nan_every {nan_every}");
+                // And through the public entry point, whichever path it picks.
+                let (mut out, mut arg) = (vec![7.0; want.len()], vec![7u32; want.len()]);
+                maxpool2d_fwd(g, &x, &mut out, &mut arg);
+                assert_eq!(bits(&out), bits(&want), "{g:?} nan_every {nan_every}");
+                assert_eq!(arg, want_arg, "{g:?} nan_every {nan_every}");
+            }
+        }
+        assert!(
+            with_interior > geometries.len() / 2,
+            "{with_interior} with interior"
+        );
+    }
+
+    #[test]
+    fn maxpool2d_fast_path_keeps_ties_nan_and_first_tap_rules() {
+        // 2×2 stride 2 on an 8×8 plane: all windows interior, vector path only.
+        let g = geometry([1, 1, 4, 8], Pool2dParams::new(2));
+        let mut x = vec![1.0f64; 32];
+        // Window 1 (columns 2–3): a tie between (0, 3) and (1, 2) → (0, 3), index 3.
+        x[3] = 5.0;
+        x[8 + 2] = 5.0;
+        // Window 2 (columns 4–5): a NaN after the max → NaN wins, index 8 + 5.
+        x[4] = 9.0;
+        x[8 + 5] = f64::NAN;
+        // Window 3 (columns 6–7): two NaNs → the later one in scan order, as the scalar rule.
+        x[6] = f64::NAN;
+        x[8 + 7] = f64::NAN;
+        let (mut out, mut arg) = (vec![0.0; 8], vec![0u32; 8]);
+        maxpool2d_fwd(&g, &x, &mut out, &mut arg);
+        assert_eq!(&arg[..4], [0, 3, 13, 15]);
+        assert_eq!(&out[..2], [1.0, 5.0]);
+        assert!(out[2].is_nan() && out[3].is_nan());
+        let (want, want_arg) = reference_max(&g, &x);
+        assert_eq!(arg, want_arg);
+        assert_eq!(bits64(&out), bits64(&want));
+        // All -inf: the first tap of each window.
+        let (mut out, mut arg) = (vec![0.0; 8], vec![0u32; 8]);
+        maxpool2d_fwd(&g, &[f64::NEG_INFINITY; 32], &mut out, &mut arg);
+        assert_eq!(arg, [0, 2, 4, 6, 16, 18, 20, 22]);
+    }
+
+    fn bits64(v: &[f64]) -> Vec<u64> {
+        v.iter().map(|v| v.to_bits()).collect()
+    }
+
+    #[test]
+    fn maxpool2d_interior_ranges_are_exact() {
+        for g in fast_path_geometries() {
+            for (axis, out_len, in_len) in [(0, g.out_h, g.in_h), (1, g.out_w, g.in_w)] {
+                let inner = interior_range(&g, axis);
+                for o in 0..out_len {
+                    let taps_inside = (0..g.kernel[axis]).all(|t| {
+                        let i = (o * g.stride[axis] + t * g.dilation[axis]) as isize
+                            - g.pad[axis] as isize;
+                        i >= 0 && i < in_len as isize
+                    });
+                    assert_eq!(inner.contains(&o), taps_inside, "{g:?} axis {axis} at {o}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn maxpool2d_tasks_cover_whole_planes() {
+        // small's first pool: 1600 planes of 256 outputs × 4 taps; tasks of at least
+        // TASK_TAPS taps, and more than one task.
+        let g = geometry([50, 32, 32, 32], Pool2dParams::new(2));
+        let per_task = planes_per_task(&g);
+        assert!(
+            per_task * 256 * 4 >= TASK_TAPS,
+            "{per_task} planes per task"
+        );
+        assert!(per_task < 50 * 32, "{per_task} planes per task");
+        let tiny = geometry([1, 1, 2, 2], Pool2dParams::new(2));
+        assert_eq!(planes_per_task(&tiny), 1);
     }
 
     fn avg_cases() -> Vec<([usize; 4], Pool2dParams)> {
