@@ -87,7 +87,7 @@ fn conv2d(c: &mut Criterion) {
             // The forward and input gradient run both ways side by side: im2col + GEMM, and
             // the fastest algorithm for the shape (Winograd F(4×4,3×3) where it applies).
             let algorithms: &[(&str, ConvAlgorithm)] = if kernel == "conv2d_bwd_weight" {
-                &[("", ConvAlgorithm::Fastest)]
+                &[("", ConvAlgorithm::Im2col)]
             } else {
                 &[
                     ("/im2col", ConvAlgorithm::Im2col),
@@ -106,7 +106,7 @@ fn conv2d(c: &mut Criterion) {
                     _ => b.iter(|| conv2d_bwd_weight(&g, black_box(&dy), &x, &mut dw)),
                 });
             }
-            set_conv_algorithm(ConvAlgorithm::Fastest);
+            set_conv_algorithm(ConvAlgorithm::Im2col);
         }
         group.finish();
     }

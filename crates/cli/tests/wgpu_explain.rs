@@ -48,8 +48,8 @@ fn wgpu_explain_matches_the_cpu_on_the_digits_model() {
         ("guided-backprop --smooth", 1e-4),
         ("grad-x-input --smooth", 1e-4),
         // Not a rule with a point at the all-zero baseline: there the digits model's max-pool
-        // windows tie to the last bit, and which one wins depends on the summation order (the
-        // CPU's Winograd convolutions and the GPU's direct sums differ there by 7e-3).
+        // windows tie to the last bit, and which one wins depends on the summation order (CPU
+        // and GPU sum in different orders; with a trapezoid rule the maps differed by 7e-3).
         (
             "integrated-gradients --ig-steps 8 --ig-rule riemann-middle",
             1e-4,

@@ -637,3 +637,56 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod batched_tests {
+    use super::*;
+    use crate::backend::cpu::conv;
+    use crate::ops::geometry::Conv2dParams;
+    use crate::tensor::Tensor;
+
+    /// The `small` benchmark model's 3×3 layers at a 25-copy chunk (blocks spanning samples,
+    /// 2-tile rows): Winograd against the f64 im2col reference, forward and input gradient.
+    #[test]
+    fn winograd_small_model_layers_at_chunk_25() {
+        for &(c, k, hw) in &[
+            (32usize, 32usize, 32usize),
+            (32, 64, 16),
+            (64, 64, 16),
+            (64, 128, 8),
+        ] {
+            let p = Conv2dParams::new().padding(1);
+            let g = Conv2dGeometry::new(&[25, c, hw, hw], &[k, c, 3, 3], &p).unwrap();
+            let x = Tensor::<f64>::randn(&g.in_dims(), 1).unwrap().into_vec();
+            let w: Vec<f64> = Tensor::<f64>::randn(&g.weight_dims(), 2)
+                .unwrap()
+                .into_vec()
+                .iter()
+                .map(|v| v / (9.0 * c as f64).sqrt())
+                .collect();
+            let dy = Tensor::<f64>::randn(&g.out_dims(), 3).unwrap().into_vec();
+            let f32s = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
+            let rel = |got: &[f32], want: &[f64]| {
+                let num: f64 = got
+                    .iter()
+                    .zip(want)
+                    .map(|(&a, &b)| (a as f64 - b).powi(2))
+                    .sum();
+                let den: f64 = want.iter().map(|b| b * b).sum();
+                (num / den).sqrt()
+            };
+            let mut want = vec![0.0; dy.len()];
+            conv::conv2d_fwd(&g, &x, &w, None, &mut want);
+            let mut got = vec![f32::NAN; dy.len()];
+            conv3x3_fwd(&g, &f32s(&x), &f32s(&w), None, &mut got);
+            let e = rel(&got, &want);
+            assert!(e < 5e-6, "fwd C={c} K={k} {hw}²: rel L2 {e:e}");
+            let mut want = vec![0.0; x.len()];
+            conv::conv2d_bwd_input(&g, &dy, &w, &mut want);
+            let mut got = vec![f32::NAN; x.len()];
+            conv3x3_bwd_input(&g, &f32s(&dy), &f32s(&w), &mut got);
+            let e = rel(&got, &want);
+            assert!(e < 5e-6, "bwd C={c} K={k} {hw}²: rel L2 {e:e}");
+        }
+    }
+}
