@@ -10,13 +10,13 @@
 //! SMOOTHGRAD_REQUIRE_GPU=wgpu cargo test -p smoothgrad-tests --features wgpu --test wgpu_explain`.
 
 use smoothgrad_autodiff::backend::wgpu::WgpuContext;
-use smoothgrad_autodiff::{Conv2dParams, Pool2dParams, Tensor};
-use smoothgrad_layers::{Layer, Model, Node};
+use smoothgrad_autodiff::{Pool2dParams, Tensor};
+use smoothgrad_layers::{Layer, Model};
 use smoothgrad_saliency::wgpu_explain::Precision;
 use smoothgrad_saliency::{
-    Aggregate, Explainer, IgConfig, IgRule, Method, NoiseLevel, Output, SaliencyError, Smoothing,
-    WgpuExplainer,
+    Aggregate, Explainer, IgConfig, IgRule, Method, Output, SaliencyError, Smoothing, WgpuExplainer,
 };
+use smoothgrad_tests::gpu_models::*;
 use std::path::PathBuf;
 
 fn context() -> Option<WgpuContext> {
@@ -33,101 +33,6 @@ fn context() -> Option<WgpuContext> {
             println!("skipped: no wgpu adapter ({reason})");
             None
         }
-    }
-}
-
-fn node(name: &str, layer: Layer<f32>, inputs: &[usize]) -> Node<f32> {
-    Node {
-        name: name.into(),
-        layer,
-        inputs: inputs.to_vec(),
-    }
-}
-
-fn conv(o: usize, c: usize, seed: u64, bias: bool) -> Layer<f32> {
-    let scale = (2.0 / (c * 9) as f64).sqrt();
-    Layer::Conv2d {
-        weight: Tensor::uniform(&[o, c, 3, 3], -scale, scale, seed).unwrap(),
-        bias: bias.then(|| Tensor::uniform(&[o], -0.1, 0.1, seed + 100).unwrap()),
-        params: Conv2dParams::new().padding(1),
-    }
-}
-
-fn linear(o: usize, i: usize, seed: u64) -> Layer<f32> {
-    Layer::Linear {
-        weight: Tensor::uniform(&[o, i], -1.0, 1.0, seed).unwrap(),
-        bias: Some(Tensor::uniform(&[o], -0.1, 0.1, seed + 100).unwrap()),
-    }
-}
-
-fn batch_norm(c: usize, seed: u64) -> Layer<f32> {
-    Layer::BatchNorm {
-        gamma: Tensor::uniform(&[c], 0.5, 1.5, seed).unwrap(),
-        beta: Tensor::uniform(&[c], -0.2, 0.2, seed + 1).unwrap(),
-        mean: Tensor::uniform(&[c], -0.2, 0.2, seed + 2).unwrap(),
-        var: Tensor::uniform(&[c], 0.5, 2.0, seed + 3).unwrap(),
-        eps: 1e-5,
-    }
-}
-
-/// conv + relu + maxpool + conv + relu + global-avg-pool + linear.
-fn plain_cnn() -> Model<f32> {
-    let nodes = vec![
-        node("conv1", conv(4, 3, 1, true), &[0]),
-        node("relu1", Layer::Relu, &[1]),
-        node("pool", Layer::MaxPool2d(Pool2dParams::new(2)), &[2]),
-        node("conv2", conv(6, 4, 2, true), &[3]),
-        node("relu2", Layer::Relu, &[4]),
-        node("gap", Layer::GlobalAvgPool, &[5]),
-        node("flat", Layer::Flatten { start_dim: 1 }, &[6]),
-        node("fc", linear(5, 6, 3), &[7]),
-    ];
-    Model::new("plain", &[3, 8, 8], nodes, 8).unwrap()
-}
-
-/// Batch norm on the input (so the last reduction is `reduce_copies`), a residual block with a
-/// batch norm, an average pool, a clamp and a linear head.
-fn residual_cnn() -> Model<f32> {
-    let nodes = vec![
-        node("bn0", batch_norm(2, 10), &[0]),
-        node("conv1", conv(4, 2, 11, false), &[1]),
-        node("bn1", batch_norm(4, 12), &[2]),
-        node("relu1", Layer::Relu, &[3]),
-        node("conv2", conv(4, 4, 13, true), &[4]),
-        node("relu2", Layer::Relu, &[5]),
-        node("conv3", conv(4, 4, 14, true), &[6]),
-        node("add", Layer::Add, &[4, 7]),
-        node(
-            "relu3",
-            Layer::Clamp {
-                low: 0.0,
-                high: 6.0,
-            },
-            &[8],
-        ),
-        node("avg", Layer::AvgPool2d(Pool2dParams::new(2)), &[9]),
-        node("flat", Layer::Flatten { start_dim: 1 }, &[10]),
-        node("fc", linear(3, 4 * 3 * 3, 15), &[11]),
-    ];
-    Model::new("residual", &[2, 6, 6], nodes, 12).unwrap()
-}
-
-fn rel_l2(gpu: &[f32], cpu: &[f32]) -> f64 {
-    let (mut num, mut den) = (0.0f64, 0.0f64);
-    for (&g, &c) in gpu.iter().zip(cpu) {
-        num += (g as f64 - c as f64).powi(2);
-        den += (c as f64).powi(2);
-    }
-    num.sqrt() / den.sqrt().max(1e-30)
-}
-
-fn smoothing(aggregate: Aggregate, n: usize, noise: Option<Tensor<f32>>) -> Smoothing<f32> {
-    Smoothing {
-        samples: n,
-        noise: NoiseLevel::Relative(0.15),
-        seed: 7,
-        given_noise: noise,
-        aggregate,
     }
 }
 
