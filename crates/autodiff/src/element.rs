@@ -36,6 +36,9 @@ pub trait Float:
     fn from_usize(v: usize) -> Self {
         Self::from_f64(v as f64)
     }
+    /// The cache of freed tensor buffers of this type (see [`crate::buffers`]).
+    #[doc(hidden)]
+    fn buffer_pool() -> &'static crate::buffers::BufferPool<Self>;
 }
 
 impl Float for f32 {
@@ -48,6 +51,10 @@ impl Float for f32 {
     fn as_f64(self) -> f64 {
         self as f64
     }
+    #[inline]
+    fn buffer_pool() -> &'static crate::buffers::BufferPool<Self> {
+        &crate::buffers::F32_POOL
+    }
 }
 
 impl Float for f64 {
@@ -59,5 +66,9 @@ impl Float for f64 {
     #[inline]
     fn as_f64(self) -> f64 {
         self
+    }
+    #[inline]
+    fn buffer_pool() -> &'static crate::buffers::BufferPool<Self> {
+        &crate::buffers::F64_POOL
     }
 }

@@ -2,9 +2,11 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod backend;
+pub mod buffers;
 pub mod element;
 pub mod error;
 pub mod ops;
+pub mod parallel;
 pub mod rng;
 pub mod shape;
 pub mod tape;

@@ -13,7 +13,25 @@ use std::sync::Arc;
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor<T: Float> {
     shape: Shape,
-    data: Arc<Vec<T>>,
+    data: Arc<Storage<T>>,
+}
+
+/// A tensor's values; the buffer goes back to the [`crate::buffers`] cache when dropped.
+#[derive(Debug, PartialEq)]
+struct Storage<T: Float>(Vec<T>);
+
+impl<T: Float> Clone for Storage<T> {
+    fn clone(&self) -> Self {
+        let mut v = crate::buffers::with_capacity(self.0.len());
+        v.extend_from_slice(&self.0);
+        Storage(v)
+    }
+}
+
+impl<T: Float> Drop for Storage<T> {
+    fn drop(&mut self) {
+        crate::buffers::recycle(std::mem::take(&mut self.0));
+    }
 }
 
 impl<T: Float> Tensor<T> {
@@ -37,7 +55,7 @@ impl<T: Float> Tensor<T> {
         }
         Ok(Tensor {
             shape,
-            data: Arc::new(data),
+            data: Arc::new(Storage(data)),
         })
     }
 
@@ -46,15 +64,16 @@ impl<T: Float> Tensor<T> {
         debug_assert_eq!(shape.numel(), data.len());
         Tensor {
             shape,
-            data: Arc::new(data),
+            data: Arc::new(Storage(data)),
         }
     }
 
     /// A tensor filled with `value`.
     pub fn full(dims: &[usize], value: T) -> Result<Self> {
         let shape = Shape::new(dims)?;
-        let n = shape.numel();
-        Ok(Self::from_parts(shape, vec![value; n]))
+        let mut data = crate::buffers::with_capacity(shape.numel());
+        data.resize(shape.numel(), value);
+        Ok(Self::from_parts(shape, data))
     }
 
     /// A tensor of zeros.
@@ -116,22 +135,25 @@ impl<T: Float> Tensor<T> {
 
     /// The number of elements.
     pub fn numel(&self) -> usize {
-        self.data.len()
+        self.data.0.len()
     }
 
     /// The values in row-major order.
     pub fn as_slice(&self) -> &[T] {
-        &self.data
+        &self.data.0
     }
 
     /// Mutable access to the values; copies them first if they are shared.
     pub fn data_mut(&mut self) -> &mut [T] {
-        Arc::make_mut(&mut self.data).as_mut_slice()
+        Arc::make_mut(&mut self.data).0.as_mut_slice()
     }
 
     /// The values as a vector (without copying when this is the only reference).
     pub fn into_vec(self) -> Vec<T> {
-        Arc::try_unwrap(self.data).unwrap_or_else(|shared| (*shared).clone())
+        match Arc::try_unwrap(self.data) {
+            Ok(mut own) => std::mem::take(&mut own.0),
+            Err(shared) => shared.0.clone(),
+        }
     }
 
     /// The same values under another shape with the same element count (no copy).
@@ -154,7 +176,10 @@ impl<T: Float> Tensor<T> {
     pub fn cast<U: Float>(&self) -> Tensor<U> {
         Tensor::from_parts(
             self.shape.clone(),
-            self.data.iter().map(|v| U::from_f64(v.as_f64())).collect(),
+            self.as_slice()
+                .iter()
+                .map(|v| U::from_f64(v.as_f64()))
+                .collect(),
         )
     }
 
@@ -162,12 +187,28 @@ impl<T: Float> Tensor<T> {
     pub fn map(&self, f: impl Fn(T) -> T) -> Self {
         Tensor::from_parts(
             self.shape.clone(),
-            self.data.iter().map(|&v| f(v)).collect(),
+            self.as_slice().iter().map(|&v| f(v)).collect(),
         )
     }
 
     /// The first index of a non-finite value, if any.
     pub fn first_non_finite(&self) -> Option<usize> {
-        self.data.iter().position(|v| !v.is_finite())
+        if self.all_finite() {
+            return None;
+        }
+        self.as_slice().iter().position(|v| !v.is_finite())
+    }
+
+    /// Whether every value is finite (neither NaN nor ±Inf); a vectorised scan.
+    ///
+    /// ```
+    /// use smoothgrad_autodiff::Tensor;
+    /// let t = Tensor::from_vec(vec![1.0f32, f32::NAN], &[2])?;
+    /// assert!(!t.all_finite());
+    /// assert!(Tensor::<f32>::ones(&[3])?.all_finite());
+    /// # Ok::<(), smoothgrad_autodiff::Error>(())
+    /// ```
+    pub fn all_finite(&self) -> bool {
+        crate::backend::cpu::elementwise::all_finite(self.as_slice())
     }
 }

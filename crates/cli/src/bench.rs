@@ -444,8 +444,13 @@ fn report(
     } else {
         "no noise".to_string()
     };
+    let lanes = if map.lanes > 1 {
+        format!(" ({} chunks at once, one per thread)", map.lanes)
+    } else {
+        String::new()
+    };
     out.push_str(&format!(
-        "  {passes}, chunk {} per forward/backward, {noise}, target class {}\n",
+        "  {passes}, chunk {} per forward/backward{lanes}, {noise}, target class {}\n",
         map.chunk, map.target
     ));
     out.push_str(&format!(
@@ -521,6 +526,7 @@ fn json(args: &BenchArgs, model: &smoothgrad_layers::Model<f32>, m: &Measurement
         ("method", json_string(&args.method.cli_name())),
         ("passes", m.passes.to_string()),
         ("chunk", m.map.chunk.to_string()),
+        ("lanes", m.map.lanes.to_string()),
         ("sigma", format!("{:e}", m.map.sigma)),
         ("target", m.map.target.to_string()),
         ("threads", threads().to_string()),

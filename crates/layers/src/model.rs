@@ -398,10 +398,10 @@ impl<T: Float> Layer<T> {
 /// Fails with [`LayersError::NonFinite`] when `value`, the output of `node`, holds a NaN or an
 /// infinity: one pass that counts them all (an overflow rarely stops at one value).
 fn check_finite<T: Float>(node: &Node<T>, value: &Tensor<T>) -> Result<()> {
-    let values = value.as_slice();
-    if values.iter().all(|v| v.is_finite()) {
+    if value.all_finite() {
         return Ok(());
     }
+    let values = value.as_slice();
     Err(LayersError::NonFinite {
         layer: node.name.clone(),
         kind: node.layer.type_name().to_owned(),

@@ -284,6 +284,7 @@ impl<'m> CudaExplainer<'m> {
             logits,
             sigma,
             chunk,
+            lanes: 1,
         })
     }
 

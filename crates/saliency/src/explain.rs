@@ -6,7 +6,10 @@
 use crate::error::{Result, SaliencyError};
 use crate::limits::Limits;
 use crate::method::{Aggregate, IgConfig, Method, NoiseLevel, Output, Smoothing};
-use smoothgrad_autodiff::{BackwardOptions, Float, NoiseSource, NoiseSpec, Tape, Tensor, Var};
+use rayon::prelude::*;
+use smoothgrad_autodiff::{
+    BackwardOptions, Float, NoiseSource, NoiseSpec, Tape, Tensor, Var, parallel,
+};
 use smoothgrad_layers::Model;
 
 /// Default working memory for one chunk of copies.
@@ -25,6 +28,9 @@ pub struct SaliencyMap<T: Float = f32> {
     pub sigma: f64,
     /// Number of copies per forward/backward chunk.
     pub chunk: usize,
+    /// Chunks run at the same time, each on one thread (1: one chunk at a time over all
+    /// threads).
+    pub lanes: usize,
 }
 
 /// Explains one model's decisions.
@@ -125,12 +131,24 @@ impl<'m, T: Float> Explainer<'m, T> {
         };
         let cost = self.limits.check(self.model, n, steps)?;
         let passes = n * steps.unwrap_or(1);
-        let chunk = chunk_size(
-            self.memory_budget,
-            &self.limits,
-            cost.bytes_per_copy,
-            passes,
-        );
+        let (chunk, lanes) = match method {
+            Method::Gradient | Method::GuidedBackprop => lane_plan(
+                self.memory_budget,
+                &self.limits,
+                cost.bytes_per_copy,
+                passes,
+                rayon::current_num_threads(),
+            ),
+            _ => (
+                chunk_size(
+                    self.memory_budget,
+                    &self.limits,
+                    cost.bytes_per_copy,
+                    passes,
+                ),
+                1,
+            ),
+        };
         let logits = self.clean_logits(&x)?;
         let classes = logits.len();
         let target = match target {
@@ -152,6 +170,7 @@ impl<'m, T: Float> Explainer<'m, T> {
             sigma,
             source,
             chunk,
+            lanes,
             squares: aggregate != Aggregate::Mean,
         };
         let (sum, sumsq) = match method {
@@ -167,6 +186,7 @@ impl<'m, T: Float> Explainer<'m, T> {
             logits,
             sigma,
             chunk,
+            lanes,
         })
     }
 
@@ -218,6 +238,31 @@ pub(crate) fn chunk_size(
         .unwrap_or(usize::MAX)
         .clamp(1, passes);
     passes.div_ceil(passes.div_ceil(fit))
+}
+
+/// (copies per chunk, chunks at once) for the gradient methods on `threads` threads. When the
+/// budget holds two or more copies, the chunks run side by side, one per thread with the
+/// kernels serial inside ([`smoothgrad_autodiff::parallel::serial`]): no fork-join per op, and
+/// each thread's chunk stays in its core's cache. The budget covers every chunk in flight; the
+/// chunks are balanced and their count is a multiple of the lanes, so no lane idles at the end.
+/// With room for one copy only, one chunk at a time uses all threads.
+pub(crate) fn lane_plan(
+    budget: usize,
+    limits: &Limits,
+    bytes_per_copy: u64,
+    passes: usize,
+    threads: usize,
+) -> (usize, usize) {
+    let passes = passes.max(1);
+    let fit = usize::try_from((budget as u64).min(limits.max_memory_bytes) / bytes_per_copy.max(1))
+        .unwrap_or(usize::MAX);
+    let lanes = threads.min(passes).min(fit);
+    if lanes < 2 {
+        return (chunk_size(budget, limits, bytes_per_copy, passes), 1);
+    }
+    let per_lane = (fit / lanes).max(1);
+    let chunks = passes.div_ceil(per_lane).next_multiple_of(lanes);
+    (passes.div_ceil(chunks), lanes)
 }
 
 /// (copies, σ, noise source, aggregate) for a request: shared by every backend's explainer.
@@ -403,6 +448,8 @@ struct Run<'a, 'm, T: Float> {
     sigma: f64,
     source: NoiseSource<T>,
     chunk: usize,
+    /// Chunks computed at once (see [`lane_plan`]).
+    lanes: usize,
     /// Whether the aggregate reads Σ² (SmoothGrad², VarGrad), so it must be finite too.
     squares: bool,
 }
@@ -482,31 +529,49 @@ impl<T: Float> Run<'_, '_, T> {
     fn gradients(&self, guided: bool) -> Result<(Vec<T>, Vec<T>)> {
         let e = self.sample_len();
         let (mut sum, mut sumsq) = (vec![T::zero(); e], vec![T::zero(); e]);
-        let mut first = 0;
-        while first < self.n {
-            let count = self.chunk.min(self.n - first);
-            let (g, q) = self.chunk_sums(first, count, guided)?;
-            let end = first + count;
-            let bad = |t: &Tensor<T>| t.first_non_finite().is_some();
-            if bad(&g) || (self.squares && bad(&q)) {
-                if count > 1 {
-                    for copy in first..end {
-                        let (g1, q1) = self.chunk_sums(copy, 1, guided)?;
-                        self.check_gradient(&g1, &q1, || format!("copy {copy}"))?;
+        let chunks: Vec<(usize, usize)> = (0..self.n)
+            .step_by(self.chunk.max(1))
+            .map(|first| (first, self.chunk.min(self.n - first)))
+            .collect();
+        for group in chunks.chunks(self.lanes.max(1)) {
+            // The chunks of a group side by side, each on one thread; summed in chunk order,
+            // so the map does not depend on the lanes' timing.
+            let results: Vec<Result<(Tensor<T>, Tensor<T>)>> = if group.len() > 1 {
+                group
+                    .par_iter()
+                    .map(|&(first, count)| {
+                        parallel::serial(|| self.chunk_sums(first, count, guided))
+                    })
+                    .collect()
+            } else {
+                group
+                    .iter()
+                    .map(|&(first, count)| self.chunk_sums(first, count, guided))
+                    .collect()
+            };
+            for (&(first, count), result) in group.iter().zip(results) {
+                let (g, q) = result?;
+                let end = first + count;
+                let bad = |t: &Tensor<T>| !t.all_finite();
+                if bad(&g) || (self.squares && bad(&q)) {
+                    if count > 1 {
+                        for copy in first..end {
+                            let (g1, q1) = self.chunk_sums(copy, 1, guided)?;
+                            self.check_gradient(&g1, &q1, || format!("copy {copy}"))?;
+                        }
                     }
+                    // Every copy alone is finite (or the chunk is one copy): name the chunk.
+                    let which = if count == 1 {
+                        format!("copy {first}")
+                    } else {
+                        format!("copies {first}..{end} (summed)")
+                    };
+                    self.check_gradient(&g, &q, || which)?;
                 }
-                // Every copy alone is finite (or the chunk is one copy): name the chunk.
-                let which = if count == 1 {
-                    format!("copy {first}")
-                } else {
-                    format!("copies {first}..{end} (summed)")
-                };
-                self.check_gradient(&g, &q, || which)?;
+                add_into(&mut sum, g.as_slice());
+                add_into(&mut sumsq, q.as_slice());
+                self.check_sums(&sum, &sumsq, end)?;
             }
-            add_into(&mut sum, g.as_slice());
-            add_into(&mut sumsq, q.as_slice());
-            self.check_sums(&sum, &sumsq, end)?;
-            first = end;
         }
         Ok((sum, sumsq))
     }
@@ -679,6 +744,29 @@ fn accumulate_copy<T: Float>(sum: &mut [T], sumsq: &mut [T], a: &[T]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lanes_split_the_budget_and_balance_the_chunks() {
+        let limits = Limits::default();
+        // (budget bytes, bytes per copy, passes, threads) -> (chunk, lanes)
+        for (budget, per_copy, passes, threads, want) in [
+            (1000, 1, 50, 2, (25, 2)),  // everything fits: one chunk per thread
+            (48, 1, 50, 2, (13, 2)),    // 24 per lane: 3 chunks, rounded to 4 of 13
+            (1, 1, 50, 2, (1, 1)),      // one copy fits: one at a time over all threads
+            (2, 1, 50, 2, (1, 2)),      // two fit: two lanes of one copy
+            (1000, 1, 1, 2, (1, 1)),    // one pass
+            (1000, 1, 50, 1, (50, 1)),  // one thread: the old plan
+            (1000, 1, 50, 16, (4, 16)), // more threads than fit evenly: 16 chunks of ≤ 4
+        ] {
+            let got = lane_plan(budget, &limits, per_copy, passes, threads);
+            assert_eq!(
+                got, want,
+                "budget {budget}, {passes} passes, {threads} threads"
+            );
+            let (chunk, lanes) = got;
+            assert!(chunk as u64 * lanes as u64 * per_copy <= budget.max(per_copy as usize) as u64);
+        }
+    }
 
     #[test]
     fn chunks_are_balanced_and_fit_the_budget() {

@@ -205,6 +205,7 @@ impl<'m> WgpuExplainer<'m> {
             logits,
             sigma,
             chunk,
+            lanes: 1,
         })
     }
 

@@ -253,7 +253,8 @@ fn requests_over_the_limits_are_refused_before_running() {
     let (limit, message) = limit_of(small.logits(&x));
     assert_eq!(limit, Limit::Memory);
     assert!(message.contains("120 bytes"), "{message}");
-    // The memory limit also caps the chunk: 240 bytes fit two copies whatever the budget says.
+    // The memory limit also caps the copies in flight: 240 bytes fit two copies whatever the
+    // budget says (one chunk of two, or two chunks of one side by side).
     let capped = Explainer::new(&model).limits(Limits {
         max_memory_bytes: 240,
         ..Limits::default()
@@ -267,5 +268,5 @@ fn requests_over_the_limits_are_refused_before_running() {
             Some(&smoothing(6, Aggregate::Mean)),
         )
         .unwrap();
-    assert_eq!(map.chunk, 2);
+    assert_eq!(map.chunk * map.lanes, 2, "{map:?}");
 }

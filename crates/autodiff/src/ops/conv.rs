@@ -37,7 +37,7 @@ impl<T: Float> Tape<T> {
             None => None,
         };
         let shape = Shape::new(&geometry.out_dims())?;
-        let mut out = vec![T::zero(); shape.numel()];
+        let mut out = crate::buffers::zeros(shape.numel());
         kernels::conv2d_fwd(
             &geometry,
             x.value().as_slice(),
@@ -76,19 +76,19 @@ pub(super) fn conv2d_backward<T: Float>(
     let dy = grad.as_slice();
     if let (Some(ix), Some(wv)) = (x, w_val) {
         log.record("conv2d_bwd_input");
-        let mut dx = vec![T::zero(); g.in_dims().iter().product()];
+        let mut dx = crate::buffers::zeros(g.in_dims().iter().product());
         kernels::conv2d_bwd_input(g, dy, wv.as_slice(), &mut dx);
         accumulate(grads, ix, Tensor::from_vec(dx, &g.in_dims())?);
     }
     if let (Some(iw), Some(xv)) = (w, x_val) {
         log.record("conv2d_bwd_weight");
-        let mut dw = vec![T::zero(); g.weight_dims().iter().product()];
+        let mut dw = crate::buffers::zeros(g.weight_dims().iter().product());
         kernels::conv2d_bwd_weight(g, dy, xv.as_slice(), &mut dw);
         accumulate(grads, iw, Tensor::from_vec(dw, &g.weight_dims())?);
     }
     if let Some(ib) = b {
         log.record("conv2d_bwd_bias");
-        let mut db = vec![T::zero(); g.out_channels];
+        let mut db = crate::buffers::zeros(g.out_channels);
         kernels::conv2d_bwd_bias(g, dy, &mut db);
         accumulate(grads, ib, Tensor::from_vec(db, &[g.out_channels])?);
     }
@@ -110,7 +110,7 @@ pub(super) fn conv2d_bwd_input_into_copies<T: Float>(
     log.record("conv2d_bwd_input_reduce_copies");
     let dims = [1, g.in_channels, g.in_h, g.in_w];
     let e = dims.iter().product();
-    let (mut sum, mut sumsq) = (vec![T::zero(); e], vec![T::zero(); e]);
+    let (mut sum, mut sumsq) = (crate::buffers::zeros(e), crate::buffers::zeros(e));
     conv2d_bwd_input_reduce_copies(g, grad.as_slice(), w_val.as_slice(), &mut sum, &mut sumsq);
     accumulate(grads, ix, Tensor::from_vec(sum, &dims)?);
     accumulate(squares, ix, Tensor::from_vec(sumsq, &dims)?);

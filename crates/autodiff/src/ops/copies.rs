@@ -67,7 +67,7 @@ impl<T: Float> Tape<T> {
         let mut dims = d.to_vec();
         dims[0] = spec.count;
         let shape = Shape::new(&dims)?;
-        let mut out = vec![T::zero(); shape.numel()];
+        let mut out = crate::buffers::zeros(shape.numel());
         noisy_copies_fwd(
             x.value().as_slice(),
             &spec.source,
@@ -93,8 +93,8 @@ pub(super) fn noisy_copies_backward<T: Float>(
 ) {
     if let Some(ix) = x {
         let e = x_shape.numel();
-        let mut sum = vec![T::zero(); e];
-        let mut sumsq = vec![T::zero(); e];
+        let mut sum = crate::buffers::zeros(e);
+        let mut sumsq = crate::buffers::zeros(e);
         reduce_copies(grad.as_slice(), &mut sum, &mut sumsq);
         accumulate(grads, ix, Tensor::from_parts(x_shape.clone(), sum));
         accumulate(squares, ix, Tensor::from_parts(x_shape.clone(), sumsq));

@@ -73,7 +73,7 @@ impl<T: Float> Tape<T> {
         let (ia, ib) = (self.input(a)?, self.input(b)?);
         let (d, out_dims) = matmul_dims(a.dims(), b.dims())?;
         let shape = Shape::new(&out_dims)?;
-        let mut out = vec![T::zero(); shape.numel()];
+        let mut out = crate::buffers::zeros(shape.numel());
         let (av, bv) = (a.value().as_slice(), b.value().as_slice());
         for i in 0..d.batches {
             let a_off = if d.a_batched { i * d.m * d.k } else { 0 };
@@ -137,7 +137,7 @@ impl<T: Float> Tape<T> {
         let mut out_dims = xd.to_vec();
         *out_dims.last_mut().unwrap_or(&mut 0) = out_f;
         let shape = Shape::new(&out_dims)?;
-        let mut out = vec![T::zero(); shape.numel()];
+        let mut out = crate::buffers::zeros(shape.numel());
         if let Some(b) = b {
             for row in out.chunks_mut(out_f.max(1)) {
                 row.copy_from_slice(b.value().as_slice());
@@ -185,7 +185,7 @@ pub(super) fn matmul_backward<T: Float>(
     let (d, _) = matmul_dims(a_shape.dims(), b_shape.dims())?;
     if let (Some(ia), Some(bv)) = (a, b_val) {
         log.record("matmul_bwd_lhs");
-        let mut da = vec![T::zero(); a_shape.numel()];
+        let mut da = crate::buffers::zeros(a_shape.numel());
         for i in 0..d.batches {
             let a_off = if d.a_batched { i * d.m * d.k } else { 0 };
             let b_off = if d.b_batched { i * d.k * d.n } else { 0 };
@@ -207,7 +207,7 @@ pub(super) fn matmul_backward<T: Float>(
     }
     if let (Some(ib), Some(av)) = (b, a_val) {
         log.record("matmul_bwd_rhs");
-        let mut db = vec![T::zero(); b_shape.numel()];
+        let mut db = crate::buffers::zeros(b_shape.numel());
         for i in 0..d.batches {
             let a_off = if d.a_batched { i * d.m * d.k } else { 0 };
             let b_off = if d.b_batched { i * d.k * d.n } else { 0 };
@@ -248,7 +248,7 @@ pub(super) fn linear_backward<T: Float>(
         log.record("linear_bwd_input");
         let in_f = wv.dims()[1];
         // dX[rows, in] = G[rows, out] · W[out, in]
-        let mut dx = vec![T::zero(); rows * in_f];
+        let mut dx = crate::buffers::zeros(rows * in_f);
         matmul(
             rows,
             in_f,
@@ -269,7 +269,7 @@ pub(super) fn linear_backward<T: Float>(
         log.record("linear_bwd_weight");
         let in_f = xv.dims()[xv.dims().len() - 1];
         // dW[out, in] = Gᵀ[out, rows] · X[rows, in]
-        let mut dw = vec![T::zero(); out_f * in_f];
+        let mut dw = crate::buffers::zeros(out_f * in_f);
         matmul(
             out_f,
             in_f,
@@ -286,7 +286,7 @@ pub(super) fn linear_backward<T: Float>(
     }
     if let Some(ib) = b {
         log.record("linear_bwd_bias");
-        let mut db = vec![T::zero(); out_f];
+        let mut db = crate::buffers::zeros(out_f);
         for row in g.chunks(out_f.max(1)) {
             for (d, &v) in db.iter_mut().zip(row) {
                 *d += v;

@@ -62,8 +62,8 @@ impl<T: Float> Tape<T> {
         let (mu, b) = (mean.as_slice(), beta.value().as_slice());
         let inner: usize = d[2..].iter().product();
         let xs = x.value().as_slice();
-        let mut out = vec![T::zero(); xs.len()];
-        let mut x_hat = ig.map(|_| vec![T::zero(); xs.len()]);
+        let mut out = crate::buffers::zeros(xs.len());
+        let mut x_hat = ig.map(|_| crate::buffers::zeros(xs.len()));
         for (k, (o, xv)) in out
             .chunks_mut(inner.max(1))
             .zip(xs.chunks(inner.max(1)))
@@ -116,14 +116,14 @@ pub(super) fn batch_norm_backward<T: Float>(
         accumulate(grads, ix, Tensor::from_parts(grad.shape().clone(), dx));
     }
     if let (Some(ig), Some(h)) = (gamma, x_hat) {
-        let mut dg = vec![T::zero(); c];
+        let mut dg = crate::buffers::zeros(c);
         for (k, (gc, hc)) in g.chunks(inner).zip(h.as_slice().chunks(inner)).enumerate() {
             dg[k % c] += gc.iter().zip(hc).map(|(&a, &b)| a * b).sum::<T>();
         }
         accumulate(grads, ig, Tensor::from_parts(scale_shape(c), dg));
     }
     if let Some(ib) = beta {
-        let mut db = vec![T::zero(); c];
+        let mut db = crate::buffers::zeros(c);
         for (k, gc) in g.chunks(inner).enumerate() {
             db[k % c] += gc.iter().copied().sum::<T>();
         }

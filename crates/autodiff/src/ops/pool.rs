@@ -16,7 +16,7 @@ impl<T: Float> Tape<T> {
         let geometry = Pool2dGeometry::new("max_pool2d", x.dims(), params)?;
         let ix = self.input(x)?;
         let shape = Shape::new(&geometry.out_dims())?;
-        let mut out = vec![T::zero(); shape.numel()];
+        let mut out = crate::buffers::zeros(shape.numel());
         let mut argmax = vec![0u32; shape.numel()];
         if geometry.in_h * geometry.in_w > u32::MAX as usize {
             return Err(Error::InvalidShape {
@@ -45,7 +45,7 @@ impl<T: Float> Tape<T> {
         let geometry = Pool2dGeometry::new("avg_pool2d", x.dims(), params)?;
         let ix = self.input(x)?;
         let shape = Shape::new(&geometry.out_dims())?;
-        let mut out = vec![T::zero(); shape.numel()];
+        let mut out = crate::buffers::zeros(shape.numel());
         kernels::avgpool2d_fwd(&geometry, x.value().as_slice(), &mut out);
         let value = Tensor::from_parts(shape, out);
         Ok(self.result(ix.is_some(), value, || Op::AvgPool2d { x: ix, geometry }))
@@ -87,7 +87,7 @@ pub(super) fn max_pool2d_backward<T: Float>(
     if let Some(ix) = x {
         log.record("maxpool2d_bwd");
         let dims = g.in_dims();
-        let mut dx = vec![T::zero(); dims.iter().product()];
+        let mut dx = crate::buffers::zeros(dims.iter().product());
         kernels::maxpool2d_bwd(g, grad.as_slice(), argmax, &mut dx);
         accumulate(grads, ix, Tensor::from_parts(shape_of(&dims), dx));
     }
@@ -103,7 +103,7 @@ pub(super) fn avg_pool2d_backward<T: Float>(
     if let Some(ix) = x {
         log.record("avgpool2d_bwd");
         let dims = g.in_dims();
-        let mut dx = vec![T::zero(); dims.iter().product()];
+        let mut dx = crate::buffers::zeros(dims.iter().product());
         kernels::avgpool2d_bwd(g, grad.as_slice(), &mut dx);
         accumulate(grads, ix, Tensor::from_parts(shape_of(&dims), dx));
     }
@@ -119,7 +119,7 @@ pub(super) fn global_avg_pool_backward<T: Float>(
         let d = x_shape.dims();
         let plane = d[2] * d[3];
         let inv = T::one() / T::from_usize(plane);
-        let mut dx = Vec::with_capacity(x_shape.numel());
+        let mut dx = crate::buffers::with_capacity(x_shape.numel());
         for &gv in grad.as_slice() {
             dx.extend(std::iter::repeat_n(gv * inv, plane));
         }

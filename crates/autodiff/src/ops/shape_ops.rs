@@ -64,7 +64,7 @@ impl<T: Float> Tape<T> {
         let shape = Shape::new(&out_dims)?;
         let outer: usize = out_dims[..axis].iter().product();
         let inner: usize = out_dims[axis + 1..].iter().product();
-        let mut data = Vec::with_capacity(shape.numel());
+        let mut data = crate::buffers::with_capacity(shape.numel());
         for o in 0..outer {
             for x in xs {
                 let chunk = x.dims()[axis] * inner;
@@ -108,7 +108,7 @@ pub(super) fn concat_backward<T: Float>(
     let mut start = 0;
     for &(input, len) in parts {
         if let Some(i) = input {
-            let mut data = Vec::with_capacity(outer * len * inner);
+            let mut data = crate::buffers::with_capacity(outer * len * inner);
             for o in 0..outer {
                 let base = (o * total + start) * inner;
                 data.extend_from_slice(&g[base..base + len * inner]);

@@ -39,7 +39,7 @@ fn for_each_line(outer: usize, len: usize, inner: usize, mut f: impl FnMut(&[usi
 /// Numerically stable softmax (`log == false`) or log-softmax (`log == true`) along an axis.
 fn softmax_fwd<T: Float>(x: &[T], dims: &[usize], axis: usize, log: bool) -> Result<Vec<T>> {
     let (outer, len, inner) = split_axis(if log { "log_softmax" } else { "softmax" }, dims, axis)?;
-    let mut out = vec![T::zero(); x.len()];
+    let mut out = crate::buffers::zeros(x.len());
     for_each_line(outer, len, inner, |idx| {
         let max = idx
             .iter()
@@ -135,7 +135,7 @@ pub(super) fn softmax_backward<T: Float>(
     let Some(x) = x else { return };
     let (y, g) = (out.as_slice(), grad.as_slice());
     let (outer, len, inner) = dims3(out.shape(), axis);
-    let mut dx = vec![T::zero(); y.len()];
+    let mut dx = crate::buffers::zeros(y.len());
     // dx = y * (g - sum(g * y)) along the axis.
     for_each_line(outer, len, inner, |idx| {
         let dot: T = idx.iter().map(|&k| g[k] * y[k]).sum();
@@ -156,7 +156,7 @@ pub(super) fn log_softmax_backward<T: Float>(
     let Some(x) = x else { return };
     let (y, g) = (out.as_slice(), grad.as_slice());
     let (outer, len, inner) = dims3(out.shape(), axis);
-    let mut dx = vec![T::zero(); y.len()];
+    let mut dx = crate::buffers::zeros(y.len());
     // dx = g - exp(y) * sum(g) along the axis.
     for_each_line(outer, len, inner, |idx| {
         let sum: T = idx.iter().map(|&k| g[k]).sum();

@@ -108,7 +108,7 @@ enum Plan {
 
 impl Plan {
     fn for_batch(batch: usize) -> Plan {
-        if batch >= rayon::current_num_threads() {
+        if batch >= crate::parallel::threads() {
             Plan::PerSample
         } else {
             Plan::PoolInside
@@ -326,7 +326,7 @@ fn conv2d_bwd_weight_planned<T: Float>(
         Plan::PerSample => {
             // Fixed contiguous runs of samples, one partial sum each, added in order: the result
             // depends only on the thread count, not on scheduling.
-            let runs = rayon::current_num_threads().clamp(1, g.batch);
+            let runs = crate::parallel::threads().clamp(1, g.batch);
             let per_run = g.batch.div_ceil(runs);
             let runs = g.batch.div_ceil(per_run);
             let len = dw.len();

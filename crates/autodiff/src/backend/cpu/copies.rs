@@ -83,7 +83,7 @@ pub fn conv2d_bwd_input_reduce_copies<T: Float>(
     );
     assert_eq!(sum.len(), per_dx, "conv2d_bwd_input_reduce_copies: sum");
     assert_eq!(sumsq.len(), per_dx, "conv2d_bwd_input_reduce_copies: sumsq");
-    let block = rayon::current_num_threads().max(1);
+    let block = crate::parallel::threads().max(1);
     let mut scratch = vec![T::zero(); block.min(g.batch) * per_dx];
     let mut start = 0;
     while start < g.batch {

@@ -77,7 +77,7 @@ pub fn broadcast_binary<T: Float>(
     }
     let sa = a_shape.broadcast_strides(out_shape);
     let sb = b_shape.broadcast_strides(out_shape);
-    let mut out = vec![T::zero(); out_shape.numel()];
+    let mut out = crate::buffers::zeros(out_shape.numel());
     for_each_broadcast(out_shape, &sa, &sb, |o, ia, ib| out[o] = f(a[ia], b[ib]));
     out
 }
@@ -90,7 +90,7 @@ pub fn sum_to_shape<T: Float>(g: &[T], g_shape: &Shape, target: &Shape) -> Vec<T
     }
     let st = target.broadcast_strides(g_shape);
     let zeros = vec![0; g_shape.rank()];
-    let mut out = vec![T::zero(); target.numel()];
+    let mut out = crate::buffers::zeros(target.numel());
     for_each_broadcast(g_shape, &st, &zeros, |o, it, _| out[it] += g[o]);
     out
 }
@@ -102,9 +102,46 @@ pub fn broadcast_to<T: Float>(src: &[T], src_shape: &Shape, out_shape: &Shape) -
     }
     let ss = src_shape.broadcast_strides(out_shape);
     let zeros = vec![0; out_shape.rank()];
-    let mut out = vec![T::zero(); out_shape.numel()];
+    let mut out = crate::buffers::zeros(out_shape.numel());
     for_each_broadcast(out_shape, &ss, &zeros, |o, is, _| out[o] = src[is]);
     out
+}
+
+/// Whether every value is finite: `v - v` is 0 for a finite `v` and NaN for NaN and ±Inf, and a
+/// NaN survives every addition, so sixteen independent running sums (which vectorise) tell.
+/// Parallel over the pool above [`MASKED_TASK`] elements per thread.
+pub fn all_finite<T: Float>(x: &[T]) -> bool {
+    let task = task_len(x.len());
+    if x.len() <= task {
+        let mut ok = true;
+        all_finite_task(x, &mut ok);
+        return ok;
+    }
+    x.par_chunks(task).all(|part| {
+        let mut ok = true;
+        all_finite_task(part, &mut ok);
+        ok
+    })
+}
+
+multiversion! {
+    /// [`all_finite`] on one task's elements.
+    fn all_finite_task = all_finite_impl(x: &[T], ok: &mut bool)
+}
+
+#[inline(always)]
+fn all_finite_impl<T: Float>(x: &[T], ok: &mut bool) {
+    let mut acc = [T::zero(); 16];
+    let mut blocks = x.chunks_exact(16);
+    for block in &mut blocks {
+        for (a, &v) in acc.iter_mut().zip(block) {
+            *a += v - v;
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(blocks.remainder()) {
+        *a += v - v;
+    }
+    *ok = acc.iter().all(|a| *a == T::zero());
 }
 
 /// Fewest elements one task of the masked kernels takes: below it the rayon hand-off costs more
@@ -114,7 +151,7 @@ pub const MASKED_TASK: usize = 64 * 1024;
 /// Elements per task for `len` elements: at least [`MASKED_TASK`], about four tasks per thread
 /// (so a loaded core does not hold the others up), a multiple of 64.
 fn task_len(len: usize) -> usize {
-    let per_task = len.div_ceil(4 * rayon::current_num_threads());
+    let per_task = len.div_ceil(4 * crate::parallel::threads());
     per_task.next_multiple_of(64).max(MASKED_TASK)
 }
 
@@ -165,8 +202,11 @@ fn par_unmasked<T: Float>(
 /// # Safety
 /// `fill` must initialise every element of the slice it is given. The kernels of this module
 /// do: each writes every output element (or panics, and then the vector is dropped empty).
-pub(crate) unsafe fn filled_vec<T>(len: usize, fill: impl FnOnce(&mut [MaybeUninit<T>])) -> Vec<T> {
-    let mut v = Vec::with_capacity(len);
+pub(crate) unsafe fn filled_vec<T: Float>(
+    len: usize,
+    fill: impl FnOnce(&mut [MaybeUninit<T>]),
+) -> Vec<T> {
+    let mut v = crate::buffers::with_capacity(len);
     fill(&mut v.spare_capacity_mut()[..len]);
     // SAFETY: the caller guarantees that `fill` initialised all `len` elements.
     unsafe { v.set_len(len) };

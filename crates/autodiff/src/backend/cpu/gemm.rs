@@ -87,6 +87,7 @@ pub fn matmul<T: Float>(
     );
     let parallelism = match threads {
         Threads::Single => gemm::Parallelism::None,
+        Threads::Pool if crate::parallel::is_serial() => gemm::Parallelism::None,
         Threads::Pool => gemm::Parallelism::Rayon(0),
     };
     // SAFETY: the three asserts above bound every element the views address; `c` is borrowed

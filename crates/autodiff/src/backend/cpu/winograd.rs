@@ -208,7 +208,7 @@ fn run<T: Float>(p: &Problem, x: &[T], u: &[T], bias: Option<&[T]>, out: &mut [T
     let th = p.oh.div_ceil(M);
     let tw = p.ow.div_ceil(M);
     let rows = p.batch * th;
-    let threads = rayon::current_num_threads().max(1);
+    let threads = crate::parallel::threads().max(1);
     // Rows per block: about TARGET_TILES tiles, but at least 2 blocks per thread when possible.
     let mut per_block = TARGET_TILES.div_ceil(tw).max(1);
     while per_block > 1 && rows.div_ceil(per_block) < 2 * threads {

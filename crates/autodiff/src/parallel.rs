@@ -1,0 +1,45 @@
+//! How many threads the CPU kernels spread one call over.
+//!
+//! By default a kernel uses the whole rayon pool. Inside [`serial`], the kernels called from
+//! this thread run on it alone: a caller that already keeps every thread busy with independent
+//! work — the saliency explainer running one chunk of noisy copies per thread — saves the
+//! fork-join of every op (tens of microseconds each, most of the time of a small model).
+//!
+//! ```
+//! use smoothgrad_autodiff::parallel;
+//! assert_eq!(parallel::serial(parallel::threads), 1);
+//! assert_eq!(parallel::threads(), rayon::current_num_threads());
+//! ```
+
+use std::cell::Cell;
+
+thread_local! {
+    static SERIAL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with this thread's CPU kernels on this thread only; restores the previous mode
+/// afterwards, also when `f` panics.
+pub fn serial<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SERIAL.set(self.0);
+        }
+    }
+    let _restore = Restore(SERIAL.replace(true));
+    f()
+}
+
+/// Whether this thread is inside [`serial`].
+pub fn is_serial() -> bool {
+    SERIAL.get()
+}
+
+/// Threads a kernel called from this thread may use: 1 inside [`serial`], else the rayon pool's.
+pub fn threads() -> usize {
+    if is_serial() {
+        1
+    } else {
+        rayon::current_num_threads()
+    }
+}
