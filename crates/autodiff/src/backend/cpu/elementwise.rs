@@ -130,6 +130,7 @@ multiversion! {
 }
 
 #[inline(always)]
+#[allow(clippy::eq_op)] // justified: `v - v` is the test itself (0 if finite, else NaN)
 fn all_finite_impl<T: Float>(x: &[T], ok: &mut bool) {
     let mut acc = [T::zero(); 16];
     let mut blocks = x.chunks_exact(16);
@@ -423,6 +424,27 @@ fn mask_block_guided<T: Float>(g: &[T], w: u64, out: &mut [MaybeUninit<T>]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_finite_finds_every_kind_of_non_finite_anywhere() {
+        // Lengths around the 16-lane blocks and past the parallel threshold.
+        for len in [1, 15, 16, 17, 100, 3 * MASKED_TASK + 5] {
+            let x: Vec<f32> = (0..len).map(|i| (i as f32 * 0.37).sin() * 1e30).collect();
+            assert!(all_finite(&x), "len {len}");
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                for at in [0, len / 2, len - 1] {
+                    let mut y = x.clone();
+                    y[at] = bad;
+                    assert!(!all_finite(&y), "{bad} at {at} of {len}");
+                    let y64: Vec<f64> = y.iter().map(|&v| v as f64).collect();
+                    assert!(!all_finite(&y64), "f64: {bad} at {at} of {len}");
+                }
+            }
+        }
+        // The largest finite values do not overflow the test (v - v is exactly 0).
+        assert!(all_finite(&[f32::MAX; 40]));
+        assert!(all_finite::<f32>(&[]));
+    }
 
     #[test]
     fn broadcasting_adds_rows_and_columns() {
