@@ -45,6 +45,8 @@ pub struct BufferPool<T> {
 #[derive(Debug)]
 struct FreeLists<T> {
     by_capacity: BTreeMap<usize, Vec<Vec<T>>>,
+    /// Per capacity asked for: (buffers of it handed out and not yet back, the most at once).
+    demand: BTreeMap<usize, (usize, usize)>,
     bytes: usize,
 }
 
@@ -54,6 +56,7 @@ impl<T> BufferPool<T> {
         BufferPool {
             inner: Mutex::new(FreeLists {
                 by_capacity: BTreeMap::new(),
+                demand: BTreeMap::new(),
                 bytes: 0,
             }),
         }
@@ -71,6 +74,9 @@ impl<T> BufferPool<T> {
     fn take(&self, len: usize) -> Vec<T> {
         if len >= MIN_ELEMENTS {
             let mut lists = self.lock();
+            let (live, peak) = lists.demand.entry(len).or_default();
+            *live += 1;
+            *peak = (*peak).max(*live);
             if let Some(list) = lists.by_capacity.get_mut(&len)
                 && let Some(v) = list.pop()
             {
@@ -81,7 +87,9 @@ impl<T> BufferPool<T> {
         Vec::with_capacity(len)
     }
 
-    /// Keeps `v`'s allocation for a later [`BufferPool::take`], if it is large enough and fits.
+    /// Keeps `v`'s allocation for a later [`BufferPool::take`] when its capacity has been asked
+    /// for and fewer of that capacity are cached than were ever out at once (so the cache never
+    /// outgrows the working set of the calls that use it), within the byte limit.
     fn give(&self, mut v: Vec<T>) {
         let cap = v.capacity();
         if cap < MIN_ELEMENTS {
@@ -89,7 +97,13 @@ impl<T> BufferPool<T> {
         }
         let bytes = cap * size_of::<T>();
         let mut lists = self.lock();
-        if lists.bytes + bytes > LIMIT.load(Ordering::Relaxed) {
+        let Some((live, peak)) = lists.demand.get_mut(&cap) else {
+            return;
+        };
+        *live = live.saturating_sub(1);
+        let peak = *peak;
+        let cached = lists.by_capacity.get(&cap).map_or(0, Vec::len);
+        if cached >= peak || lists.bytes + bytes > LIMIT.load(Ordering::Relaxed) {
             return;
         }
         v.clear();
@@ -100,6 +114,7 @@ impl<T> BufferPool<T> {
     fn release(&self) {
         let mut lists = self.lock();
         lists.by_capacity.clear();
+        lists.demand.clear();
         lists.bytes = 0;
     }
 
@@ -163,9 +178,15 @@ mod tests {
     #[test]
     fn buffers_are_reused_by_exact_capacity_and_bounded() {
         let pool = BufferPool::<f32>::new();
-        let v = vec![1.0f32; 4096];
+        // A capacity never asked for is not kept.
+        pool.give(vec![1.0f32; 4096]);
+        assert_eq!(pool.bytes(), 0);
+        let v = pool.take(4096);
         let ptr = v.as_ptr();
         pool.give(v);
+        assert_eq!(pool.bytes(), 4096 * 4);
+        // At most as many as were out at once (one) are kept.
+        pool.give(vec![1.0f32; 4096]);
         assert_eq!(pool.bytes(), 4096 * 4);
         // Another size is not served from it.
         let other = pool.take(4095);
@@ -177,9 +198,11 @@ mod tests {
         assert_eq!(again.capacity(), 4096);
         assert_eq!(pool.bytes(), 0);
         // Small buffers are not kept.
-        pool.give(vec![0.0f32; MIN_ELEMENTS - 1]);
+        let small = pool.take(MIN_ELEMENTS - 1);
+        pool.give(small);
         assert_eq!(pool.bytes(), 0);
         pool.give(again);
+        assert_eq!(pool.bytes(), 4096 * 4);
         pool.release();
         assert_eq!(pool.bytes(), 0);
         assert_eq!(pool.take(4096).capacity(), 4096);

@@ -54,7 +54,8 @@ pub struct BenchArgs {
     /// Untimed runs before the timed ones.
     #[arg(long, default_value_t = 1)]
     warmup: u32,
-    /// Working memory for one chunk of noisy copies, in MiB [default: 128].
+    /// Working memory of the noisy copies in flight, in MiB (CPU: all chunks running side by
+    /// side; GPU: one chunk) [default: 256 on the CPU, 128 on a GPU].
     #[arg(long, value_name = "MB")]
     memory_budget: Option<usize>,
     /// Where to compute: cpu, or wgpu / cuda in a binary built with that feature (an error,
@@ -260,7 +261,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         Some(mb) => mb
             .checked_mul(1 << 20)
             .context("--memory-budget is too large")?,
-        None => smoothgrad_saliency::DEFAULT_MEMORY_BUDGET,
+        None if args.device == Device::Cpu => smoothgrad_saliency::DEFAULT_MEMORY_BUDGET,
+        None => smoothgrad_saliency::DEFAULT_GPU_MEMORY_BUDGET,
     };
     let (explainer, device) = Engine::new(args, &model, budget)?;
     let explain = || {

@@ -87,7 +87,8 @@ pub struct ExplainArgs {
     /// the adapter's SHADER_F16 feature).
     #[arg(long, value_enum, default_value_t = PrecisionName::F32)]
     precision: PrecisionName,
-    /// Working memory for one chunk of noisy copies, in MiB [default: 128].
+    /// Working memory of the noisy copies in flight, in MiB (CPU: all chunks running side by
+    /// side; GPU: one chunk) [default: 256 on the CPU, 128 on a GPU].
     #[arg(long, value_name = "MB")]
     memory_budget: Option<usize>,
     /// Refuse more noisy copies than this (exit status 5) [default: 10000].
@@ -338,7 +339,8 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
         Some(mb) => mb
             .checked_mul(1 << 20)
             .ok_or_else(|| usage(format!("--memory-budget {mb} MiB is too large")))?,
-        None => smoothgrad_saliency::DEFAULT_MEMORY_BUDGET,
+        None if args.device == Device::Cpu => smoothgrad_saliency::DEFAULT_MEMORY_BUDGET,
+        None => smoothgrad_saliency::DEFAULT_GPU_MEMORY_BUDGET,
     };
     let output = match args.output {
         OutputName::Logit => Output::Logit,

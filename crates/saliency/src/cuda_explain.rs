@@ -20,7 +20,7 @@
 //! run on tensor cores.
 
 use crate::error::{Result, SaliencyError};
-use crate::explain::{DEFAULT_MEMORY_BUDGET, SaliencyMap};
+use crate::explain::{DEFAULT_GPU_MEMORY_BUDGET, SaliencyMap};
 use crate::limits::Limits;
 use crate::method::{Method, Output, Smoothing};
 use smoothgrad_autodiff::backend::cuda::{
@@ -158,7 +158,7 @@ impl<'m> CudaExplainer<'m> {
             weights,
             readers,
             fuse_relu,
-            memory_budget: DEFAULT_MEMORY_BUDGET,
+            memory_budget: DEFAULT_GPU_MEMORY_BUDGET,
             limits: Limits::default(),
             output: Output::Logit,
         })

@@ -12,8 +12,15 @@ use smoothgrad_autodiff::{
 };
 use smoothgrad_layers::Model;
 
-/// Default working memory for one chunk of copies.
-pub const DEFAULT_MEMORY_BUDGET: usize = 128 << 20;
+/// Default working memory of the CPU explainer: every chunk of copies in flight together (with
+/// two threads, two chunks run side by side; see [`Explainer::memory_budget`]). The per-copy
+/// estimate it is divided by is an upper bound (three times every value of the graph); the
+/// `medium` benchmark model (ResNet-18 at 224²) runs two copies at once within it and grows the
+/// process by about 60 MiB.
+pub const DEFAULT_MEMORY_BUDGET: usize = 256 << 20;
+
+/// Default working memory of one chunk of copies on a GPU (wgpu, CUDA).
+pub const DEFAULT_GPU_MEMORY_BUDGET: usize = 128 << 20;
 
 /// An attribution map and what it explains.
 #[derive(Debug, Clone)]
@@ -71,7 +78,9 @@ impl<'m, T: Float> Explainer<'m, T> {
         }
     }
 
-    /// Sets the working memory for one chunk of copies, in bytes (at least one copy runs;
+    /// Sets the working memory for the copies in flight, in bytes: one chunk, or with several
+    /// threads and room for two copies or more, one chunk per thread side by side (at least one
+    /// copy runs;
     /// [`Limits::max_memory_bytes`] caps it).
     pub fn memory_budget(mut self, bytes: usize) -> Self {
         self.memory_budget = bytes;

@@ -25,7 +25,7 @@ pub mod wgpu_explain;
 #[cfg(feature = "cuda")]
 pub use cuda_explain::CudaExplainer;
 pub use error::{Result, SaliencyError};
-pub use explain::{DEFAULT_MEMORY_BUDGET, Explainer, SaliencyMap};
+pub use explain::{DEFAULT_GPU_MEMORY_BUDGET, DEFAULT_MEMORY_BUDGET, Explainer, SaliencyMap};
 pub use image_io::{ImageOptions, load_image, normalize};
 pub use limits::{Cost, Limit, Limits};
 pub use method::{Aggregate, IgConfig, IgRule, Method, NoiseLevel, Output, Smoothing};

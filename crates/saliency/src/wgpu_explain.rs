@@ -21,7 +21,7 @@
 mod graph;
 
 use crate::error::{Result, SaliencyError};
-use crate::explain::{DEFAULT_MEMORY_BUDGET, SaliencyMap};
+use crate::explain::{DEFAULT_GPU_MEMORY_BUDGET, SaliencyMap};
 use crate::limits::Limits;
 use crate::method::{IgConfig, Method, Output, Smoothing};
 use graph::{Graph, Sink};
@@ -75,7 +75,7 @@ impl<'m> WgpuExplainer<'m> {
             model,
             ctx,
             graph,
-            memory_budget: DEFAULT_MEMORY_BUDGET,
+            memory_budget: DEFAULT_GPU_MEMORY_BUDGET,
             limits: Limits::default(),
             output: Output::Logit,
         })
