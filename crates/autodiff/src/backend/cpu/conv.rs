@@ -117,7 +117,7 @@ impl Plan {
 }
 
 /// Sizes derived once from the geometry.
-struct Dims {
+pub(super) struct Dims {
     /// Input channels per group.
     cg: usize,
     /// Output channels per group.
@@ -482,6 +482,21 @@ fn direct_fwd<T: Float>(
     bias: Option<&[T]>,
     out: &mut [T],
 ) {
+    if super::direct::applies(g) {
+        return super::direct::fwd(g, x, w, bias, out);
+    }
+    direct_fwd_rows(g, d, x, w, bias, out);
+}
+
+/// [`direct_fwd`] row by row, for any stride and dilation.
+pub(super) fn direct_fwd_rows<T: Float>(
+    g: &Conv2dGeometry,
+    d: &Dims,
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    out: &mut [T],
+) {
     let columns = tap_columns(g);
     let o_count = g.out_channels;
     out.par_chunks_mut(d.p)
@@ -503,6 +518,20 @@ fn direct_fwd<T: Float>(
 
 /// Input gradient with one input channel per group: scatter each output plane of the group.
 fn direct_bwd_input<T: Float>(g: &Conv2dGeometry, d: &Dims, dy: &[T], w: &[T], dx: &mut [T]) {
+    if super::direct::applies(g) {
+        return super::direct::bwd_input(g, dy, w, dx);
+    }
+    direct_bwd_input_rows(g, d, dy, w, dx);
+}
+
+/// [`direct_bwd_input`] row by row, for any stride and dilation.
+pub(super) fn direct_bwd_input_rows<T: Float>(
+    g: &Conv2dGeometry,
+    d: &Dims,
+    dy: &[T],
+    w: &[T],
+    dx: &mut [T],
+) {
     let columns = tap_columns(g);
     let c_count = g.in_channels;
     dx.par_chunks_mut(d.hw)
@@ -709,6 +738,11 @@ pub(super) fn with_scratch_in<T: Float, R>(
         }
     });
     result
+}
+
+#[cfg(test)]
+pub(super) fn test_dims(g: &Conv2dGeometry) -> Dims {
+    Dims::new(g)
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 pub mod conv;
 pub mod copies;
+mod direct;
 pub mod elementwise;
 pub mod gemm;
 pub mod pool;

@@ -1,0 +1,262 @@
+//! Direct convolution with one input channel per group at stride 1 (the first layer of a
+//! grayscale model, depthwise layers): every tap is one long vectorised `y += w·x` over a
+//! zero-padded copy of the plane.
+//!
+//! Shape of the work: a task takes one input plane (sample n, channel c) and the `og` output
+//! planes of its group. Its padded copy has rows of `Wp = W + kw − 1` elements (stride 1), and
+//! an output computed on that padded width — `y[oh·Wp + ow]` — reads the tap (i, j) at
+//! `x_pad[(oh + i)·Wp + ow + j]`: the same offset `i·Wp + j` for every output, so a tap is a
+//! single contiguous axpy over the whole plane instead of one short row at a time with edge
+//! cases. The `kw − 1` extra columns per row are computed and dropped.
+//!
+//! Summation order per output is the one of the row-by-row loop it replaces (forward: bias,
+//! then taps in (i, j) order; input gradient: output channels in order, for each taps with i
+//! descending and j ascending), so results are bit-identical; taps that fall on the padding
+//! add w·0.
+
+use super::simd::multiversion;
+use crate::element::Float;
+use crate::ops::geometry::Conv2dGeometry;
+use rayon::prelude::*;
+
+/// Whether [`fwd`] and [`bwd_input`] apply: one input channel per group, stride 1, no
+/// dilation, and padding below the kernel size (so the input gradient's padding is ≥ 0).
+pub(super) fn applies(g: &Conv2dGeometry) -> bool {
+    g.in_channels == g.groups
+        && g.stride == [1, 1]
+        && g.dilation == [1, 1]
+        && g.kernel_h > 0
+        && g.kernel_w > 0
+        && g.pad[0] < g.kernel_h
+        && g.pad[1] < g.kernel_w
+        // The end padding (out + k − 1 − in − start pad) is below the kernel size too.
+        && g.out_h <= g.in_h + g.pad[0]
+        && g.out_w <= g.in_w + g.pad[1]
+}
+
+/// Runs `f(index, chunk)` over `size`-element chunks of `data`, on the pool unless this thread
+/// is inside [`crate::parallel::serial`] or there is one chunk.
+pub(super) fn for_each_chunk<T: Send>(
+    data: &mut [T],
+    size: usize,
+    f: impl Fn(usize, &mut [T]) + Sync + Send,
+) {
+    if crate::parallel::threads() == 1 || data.len() <= size {
+        data.chunks_mut(size).enumerate().for_each(|(i, c)| f(i, c));
+    } else {
+        data.par_chunks_mut(size)
+            .enumerate()
+            .for_each(|(i, c)| f(i, c));
+    }
+}
+
+/// Copies the `h × w` plane `src` into `dst` (`hp × wp`, zeroed first) at row `top`, column
+/// `left`.
+fn pad_into<T: Float>(
+    src: &[T],
+    h: usize,
+    w: usize,
+    top: usize,
+    left: usize,
+    wp: usize,
+    dst: &mut [T],
+) {
+    dst.fill(T::zero());
+    for (r, row) in src.chunks_exact(w).take(h).enumerate() {
+        dst[(top + r) * wp + left..][..w].copy_from_slice(row);
+    }
+}
+
+/// Forward: `out[n, o] = bias[o] + Σ_(i, j) w[o, 0, i, j]·x_pad[n, o / og]` shifted.
+pub(super) fn fwd<T: Float>(
+    g: &Conv2dGeometry,
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    out: &mut [T],
+) {
+    let og = g.out_channels / g.groups;
+    let (kh, kw) = (g.kernel_h, g.kernel_w);
+    // Start padding before the input, end padding after it (it only shapes the output).
+    let (hp, wp) = (g.out_h + kh - 1, g.out_w + kw - 1);
+    let (hw, p) = (g.in_h * g.in_w, g.out_h * g.out_w);
+    // Flat outputs on the padded width: the last one read is (out_h − 1)·Wp + out_w − 1.
+    let flat = if p == 0 {
+        0
+    } else {
+        (g.out_h - 1) * wp + g.out_w
+    };
+    for_each_chunk(out, og * p, |plane, out_c| {
+        let (n, c) = (plane / g.in_channels, plane % g.in_channels);
+        let x_c = &x[(n * g.in_channels + c) * hw..][..hw];
+        let mut xp = vec![T::zero(); hp * wp];
+        pad_into(x_c, g.in_h, g.in_w, g.pad[0], g.pad[1], wp, &mut xp);
+        let mut y = vec![T::zero(); flat];
+        for (k, out_o) in out_c.chunks_exact_mut(p.max(1)).enumerate() {
+            let o = c * og + k;
+            let b = bias.map_or(T::zero(), |b| b[o]);
+            fwd_plane(&xp, &w[o * kh * kw..][..kh * kw], b, kh, kw, wp, &mut y);
+            for (oh, row) in out_o.chunks_exact_mut(g.out_w).enumerate() {
+                row.copy_from_slice(&y[oh * wp..][..g.out_w]);
+            }
+        }
+    });
+}
+
+multiversion! {
+    /// One output plane of [`fwd`] on the padded width.
+    fn fwd_plane = fwd_plane_impl(
+        xp: &[T],
+        w_o: &[T],
+        b: T,
+        kh: usize,
+        kw: usize,
+        wp: usize,
+        y: &mut [T],
+    )
+}
+
+#[inline(always)]
+fn fwd_plane_impl<T: Float>(
+    xp: &[T],
+    w_o: &[T],
+    b: T,
+    kh: usize,
+    kw: usize,
+    wp: usize,
+    y: &mut [T],
+) {
+    y.fill(b);
+    let len = y.len();
+    for i in 0..kh {
+        for j in 0..kw {
+            let wv = w_o[i * kw + j];
+            let src = &xp[i * wp + j..][..len];
+            for (yv, &xv) in y.iter_mut().zip(src) {
+                *yv += wv * xv;
+            }
+        }
+    }
+}
+
+/// Input gradient: `dx[n, c] = Σ_(o in c's group) Σ_(i, j) w[o, 0, i, j]·dy[n, o]` at the
+/// transposed offsets, over `dy` padded by `kh − 1 − ph` rows above and `kw − 1 − pw` columns
+/// left (the full correlation with the flipped kernel).
+pub(super) fn bwd_input<T: Float>(g: &Conv2dGeometry, dy: &[T], w: &[T], dx: &mut [T]) {
+    let og = g.out_channels / g.groups;
+    let (kh, kw) = (g.kernel_h, g.kernel_w);
+    let (hp, wp) = (g.in_h + kh - 1, g.in_w + kw - 1);
+    let (top, left) = (kh - 1 - g.pad[0], kw - 1 - g.pad[1]);
+    let (hw, p) = (g.in_h * g.in_w, g.out_h * g.out_w);
+    let flat = if hw == 0 {
+        0
+    } else {
+        (g.in_h - 1) * wp + g.in_w
+    };
+    for_each_chunk(dx, hw.max(1), |plane, dx_c| {
+        let (n, c) = (plane / g.in_channels, plane % g.in_channels);
+        let mut dyp = vec![T::zero(); hp * wp];
+        let mut acc = vec![T::zero(); flat];
+        for o in c * og..(c + 1) * og {
+            let dy_o = &dy[(n * g.out_channels + o) * p..][..p];
+            pad_into(dy_o, g.out_h, g.out_w, top, left, wp, &mut dyp);
+            bwd_plane(&dyp, &w[o * kh * kw..][..kh * kw], kh, kw, wp, &mut acc);
+        }
+        for (ih, row) in dx_c.chunks_exact_mut(g.in_w.max(1)).enumerate() {
+            row.copy_from_slice(&acc[ih * wp..][..g.in_w]);
+        }
+    });
+}
+
+multiversion! {
+    /// One output channel's contribution to an input plane of [`bwd_input`].
+    fn bwd_plane = bwd_plane_impl(dyp: &[T], w_o: &[T], kh: usize, kw: usize, wp: usize, acc: &mut [T])
+}
+
+#[inline(always)]
+fn bwd_plane_impl<T: Float>(dyp: &[T], w_o: &[T], kh: usize, kw: usize, wp: usize, acc: &mut [T]) {
+    let len = acc.len();
+    for i in (0..kh).rev() {
+        for j in 0..kw {
+            let wv = w_o[i * kw + j];
+            let src = &dyp[(kh - 1 - i) * wp + (kw - 1 - j)..][..len];
+            for (a, &v) in acc.iter_mut().zip(src) {
+                *a += wv * v;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::geometry::Conv2dParams;
+    use crate::tensor::Tensor;
+
+    fn run<T: Float>(g: &Conv2dGeometry, seed: u64) {
+        let x: Vec<T> =
+            Tensor::<T>::uniform(&[g.batch, g.in_channels, g.in_h, g.in_w], -1.0, 1.0, seed)
+                .unwrap()
+                .into_vec();
+        let taps = g.kernel_h * g.kernel_w;
+        let w: Vec<T> = Tensor::<T>::uniform(
+            &[g.out_channels, 1, g.kernel_h, g.kernel_w],
+            -1.0,
+            1.0,
+            seed + 1,
+        )
+        .unwrap()
+        .into_vec();
+        assert_eq!(w.len(), g.out_channels * taps);
+        let b: Vec<T> = Tensor::<T>::uniform(&[g.out_channels], -1.0, 1.0, seed + 2)
+            .unwrap()
+            .into_vec();
+        let dy: Vec<T> = Tensor::<T>::uniform(
+            &[g.batch, g.out_channels, g.out_h, g.out_w],
+            -1.0,
+            1.0,
+            seed + 3,
+        )
+        .unwrap()
+        .into_vec();
+        let d = super::super::conv::test_dims(g);
+        let mut fast = vec![T::nan(); dy.len()];
+        let mut rows = vec![T::nan(); dy.len()];
+        fwd(g, &x, &w, Some(&b), &mut fast);
+        super::super::conv::direct_fwd_rows(g, &d, &x, &w, Some(&b), &mut rows);
+        assert_eq!(fast, rows, "forward {g:?}");
+        let mut fast = vec![T::nan(); x.len()];
+        let mut rows = vec![T::nan(); x.len()];
+        bwd_input(g, &dy, &w, &mut fast);
+        super::super::conv::direct_bwd_input_rows(g, &d, &dy, &w, &mut rows);
+        assert_eq!(fast, rows, "input gradient {g:?}");
+    }
+
+    #[test]
+    fn padded_plane_taps_match_the_row_loop_bit_for_bit() {
+        let p = |pad: [usize; 4], groups| Conv2dParams {
+            stride: [1, 1],
+            padding: pad,
+            dilation: [1, 1],
+            groups,
+        };
+        // (x dims, w dims, params)
+        let cases = [
+            ([3, 1, 28, 28], [8, 1, 3, 3], p([1; 4], 1)), // tiny's first layer
+            ([2, 1, 7, 5], [3, 1, 3, 3], p([0; 4], 1)),   // valid
+            ([2, 3, 9, 6], [6, 1, 5, 5], p([2; 4], 3)),   // depthwise ×2, 5×5
+            ([1, 2, 6, 7], [2, 1, 3, 2], p([1, 0, 2, 1], 2)), // asymmetric padding, 3×2
+            ([2, 4, 5, 5], [4, 1, 1, 1], p([0; 4], 4)),   // 1×1 depthwise
+            ([1, 2, 4, 9], [6, 1, 2, 3], p([1, 2, 0, 0], 2)), // start padding only, ×3
+        ];
+        for (k, (xd, wd, params)) in cases.into_iter().enumerate() {
+            let g = Conv2dGeometry::new(&xd, &wd, &params).unwrap();
+            assert!(applies(&g), "{g:?}");
+            run::<f32>(&g, 10 * k as u64);
+            run::<f64>(&g, 10 * k as u64 + 5);
+        }
+        // Padding as large as the kernel takes the row loop.
+        let g = Conv2dGeometry::new(&[1, 1, 5, 5], &[1, 1, 3, 3], &p([3; 4], 1)).unwrap();
+        assert!(!applies(&g));
+    }
+}
