@@ -35,23 +35,91 @@ pub fn maxpool2d_fwd<T: Float>(g: &Pool2dGeometry, x: &[T], out: &mut [T], argma
     }
     let per_task = planes_per_task(g);
     let fast = has_interior(g) && g.stride[1] <= MAX_FAST_STRIDE;
-    out.par_chunks_mut(p * per_task)
-        .zip(argmax.par_chunks_mut(p * per_task))
-        .enumerate()
-        .for_each(|(task, (out_t, arg_t))| {
-            let x_t = &x[task * per_task * hw..][..out_t.len() / p * hw];
-            if fast {
-                maxpool_planes_fast(g, x_t, out_t, arg_t);
-            } else {
-                for ((x_p, out_p), arg_p) in x_t
-                    .chunks(hw)
-                    .zip(out_t.chunks_mut(p))
-                    .zip(arg_t.chunks_mut(p))
-                {
-                    maxpool_plane_general(g, x_p, out_p, arg_p);
-                }
+    let two = is_2x2_stride_2(g);
+    let task = |task: usize, out_t: &mut [T], arg_t: &mut [u32]| {
+        let x_t = &x[task * per_task * hw..][..out_t.len() / p * hw];
+        if two {
+            maxpool_planes_2x2(g, x_t, out_t, arg_t);
+        } else if fast {
+            maxpool_planes_fast(g, x_t, out_t, arg_t);
+        } else {
+            for ((x_p, out_p), arg_p) in x_t
+                .chunks(hw)
+                .zip(out_t.chunks_mut(p))
+                .zip(arg_t.chunks_mut(p))
+            {
+                maxpool_plane_general(g, x_p, out_p, arg_p);
             }
-        });
+        }
+    };
+    if crate::parallel::threads() == 1 {
+        out.chunks_mut(p * per_task)
+            .zip(argmax.chunks_mut(p * per_task))
+            .enumerate()
+            .for_each(|(t, (out_t, arg_t))| task(t, out_t, arg_t));
+    } else {
+        out.par_chunks_mut(p * per_task)
+            .zip(argmax.par_chunks_mut(p * per_task))
+            .enumerate()
+            .for_each(|(t, (out_t, arg_t))| task(t, out_t, arg_t));
+    }
+}
+
+/// The common 2×2 window at stride 2, no padding or dilation, every window inside the input.
+fn is_2x2_stride_2(g: &Pool2dGeometry) -> bool {
+    g.kernel == [2, 2]
+        && g.stride == [2, 2]
+        && g.pad == [0, 0]
+        && g.dilation == [1, 1]
+        && 2 * g.out_h <= g.in_h
+        && 2 * g.out_w <= g.in_w
+}
+
+multiversion! {
+    /// [`maxpool2d_fwd`] on whole planes for [`is_2x2_stride_2`] geometries.
+    fn maxpool_planes_2x2 = maxpool_planes_2x2_impl(
+        g: &Pool2dGeometry,
+        x: &[T],
+        out: &mut [T],
+        arg: &mut [u32],
+    )
+}
+
+/// Each output reads (2oh, 2ow), (2oh, 2ow + 1), (2oh + 1, 2ow), (2oh + 1, 2ow + 1) in that
+/// order with [`max_window`]'s rule (`v > best || v is NaN`, starting from the first tap), so
+/// values and argmax match it exactly.
+#[inline(always)]
+fn maxpool_planes_2x2_impl<T: Float>(g: &Pool2dGeometry, x: &[T], out: &mut [T], arg: &mut [u32]) {
+    let (hw, p, w, ow_len) = (g.in_h * g.in_w, g.out_h * g.out_w, g.in_w, g.out_w);
+    for ((x_p, out_p), arg_p) in x.chunks(hw).zip(out.chunks_mut(p)).zip(arg.chunks_mut(p)) {
+        for oh in 0..g.out_h {
+            let top = &x_p[2 * oh * w..][..2 * ow_len];
+            let bottom = &x_p[(2 * oh + 1) * w..][..2 * ow_len];
+            let out_r = &mut out_p[oh * ow_len..][..ow_len];
+            let arg_r = &mut arg_p[oh * ow_len..][..ow_len];
+            let base = (2 * oh * w) as u32;
+            for (ow, (o, a)) in out_r.iter_mut().zip(arg_r.iter_mut()).enumerate() {
+                let col = 2 * ow;
+                let (v0, v1, v2, v3) = (top[col], top[col + 1], bottom[col], bottom[col + 1]);
+                let mut best = v0;
+                let mut at = 0u32;
+                if v1 > best || v1.is_nan() {
+                    best = v1;
+                    at = 1;
+                }
+                if v2 > best || v2.is_nan() {
+                    best = v2;
+                    at = w as u32;
+                }
+                if v3 > best || v3.is_nan() {
+                    best = v3;
+                    at = w as u32 + 1;
+                }
+                *o = best;
+                *a = base + col as u32 + at;
+            }
+        }
+    }
 }
 
 /// Window taps (kernel elements × outputs) one rayon task takes at least.
@@ -659,6 +727,13 @@ mod tests {
                     }
                 }
             }
+            // The square 2×2 window at stride 2 (its own path), floor and ceil mode.
+            for ceil in [false, true] {
+                let p = Pool2dParams::new(2).stride(2).ceil_mode(ceil);
+                if let Ok(g) = Pool2dGeometry::new("test", &[2, 3, h, w], &p) {
+                    all.push(g);
+                }
+            }
         }
         all
     }
@@ -683,11 +758,20 @@ mod tests {
         let geometries = fast_path_geometries();
         assert!(geometries.len() > 500, "{} geometries", geometries.len());
         let mut with_interior = 0;
+        let mut two_by_two = 0;
         for (k, g) in geometries.iter().enumerate() {
             with_interior += usize::from(has_interior(g));
+            two_by_two += usize::from(is_2x2_stride_2(g));
             for nan_every in [0, 11] {
                 let x = tie_heavy(g.in_dims().iter().product(), k as u64, nan_every);
                 let (want, want_arg) = general(g, &x);
+                if is_2x2_stride_2(g) {
+                    let mut out = vec![7.0; want.len()];
+                    let mut arg = vec![7u32; want.len()];
+                    maxpool_planes_2x2(g, &x, &mut out, &mut arg);
+                    assert_eq!(bits(&out), bits(&want), "2x2 {g:?} nan_every {nan_every}");
+                    assert_eq!(arg, want_arg, "2x2 {g:?} nan_every {nan_every}");
+                }
                 let mut out = vec![7.0; want.len()];
                 let mut arg = vec![7u32; want.len()];
                 maxpool_planes_fast(g, &x, &mut out, &mut arg);
@@ -704,6 +788,7 @@ mod tests {
             with_interior > geometries.len() / 2,
             "{with_interior} with interior"
         );
+        assert!(two_by_two >= 4, "{two_by_two} 2×2 stride-2 geometries");
     }
 
     #[test]
