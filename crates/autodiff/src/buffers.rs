@@ -70,8 +70,8 @@ impl<T> BufferPool<T> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// An empty vector with capacity exactly `len` (a cached one when there is).
-    fn take(&self, len: usize) -> Vec<T> {
+    /// A cached vector of exactly `len` elements (the values of its last use), if there is one.
+    fn take(&self, len: usize) -> Option<Vec<T>> {
         if len >= MIN_ELEMENTS {
             let mut lists = self.lock();
             let (live, peak) = lists.demand.entry(len).or_default();
@@ -81,18 +81,19 @@ impl<T> BufferPool<T> {
                 && let Some(v) = list.pop()
             {
                 lists.bytes -= len * size_of::<T>();
-                return v;
+                return Some(v);
             }
         }
-        Vec::with_capacity(len)
+        None
     }
 
     /// Keeps `v`'s allocation for a later [`BufferPool::take`] when its capacity has been asked
     /// for and fewer of that capacity are cached than were ever out at once (so the cache never
     /// outgrows the working set of the calls that use it), within the byte limit.
-    fn give(&self, mut v: Vec<T>) {
+    fn give(&self, v: Vec<T>) {
         let cap = v.capacity();
-        if cap < MIN_ELEMENTS {
+        // Only fully initialised buffers are kept, so that [`stale`] can hand them out whole.
+        if cap < MIN_ELEMENTS || v.len() != cap {
             return;
         }
         let bytes = cap * size_of::<T>();
@@ -106,7 +107,6 @@ impl<T> BufferPool<T> {
         if cached >= peak || lists.bytes + bytes > LIMIT.load(Ordering::Relaxed) {
             return;
         }
-        v.clear();
         lists.bytes += bytes;
         lists.by_capacity.entry(cap).or_default().push(v);
     }
@@ -134,14 +134,43 @@ pub(crate) static F64_POOL: BufferPool<f64> = BufferPool::new();
 
 /// An empty vector with capacity for exactly `len` elements, from the cache when it holds one.
 pub(crate) fn with_capacity<T: Float>(len: usize) -> Vec<T> {
-    T::buffer_pool().take(len)
+    match T::buffer_pool().take(len) {
+        Some(mut v) => {
+            v.clear();
+            v
+        }
+        None => Vec::with_capacity(len),
+    }
 }
 
 /// `len` zeros, in a cached buffer when there is one.
 pub(crate) fn zeros<T: Float>(len: usize) -> Vec<T> {
-    let mut v = with_capacity(len);
-    v.resize(len, T::zero());
-    v
+    match T::buffer_pool().take(len) {
+        Some(mut v) => {
+            v.fill(T::zero());
+            v
+        }
+        None => vec![T::zero(); len],
+    }
+}
+
+/// `len` elements of unspecified value, for an output the caller overwrites entirely: a cached
+/// buffer as its last user left it (no pass over memory), or fresh zeros. Debug builds fill it
+/// with NaN, so that an output element a kernel forgets to write fails the tests.
+pub(crate) fn stale<T: Float>(len: usize) -> Vec<T> {
+    let v = T::buffer_pool().take(len);
+    #[cfg(debug_assertions)]
+    let v = v.map(|mut v| {
+        v.fill(T::nan());
+        v
+    });
+    v.unwrap_or_else(|| {
+        if cfg!(debug_assertions) {
+            vec![T::nan(); len]
+        } else {
+            vec![T::zero(); len]
+        }
+    })
 }
 
 /// Returns a buffer to the cache (or frees it).
@@ -181,7 +210,8 @@ mod tests {
         // A capacity never asked for is not kept.
         pool.give(vec![1.0f32; 4096]);
         assert_eq!(pool.bytes(), 0);
-        let v = pool.take(4096);
+        assert!(pool.take(4096).is_none());
+        let v = vec![2.0f32; 4096];
         let ptr = v.as_ptr();
         pool.give(v);
         assert_eq!(pool.bytes(), 4096 * 4);
@@ -189,22 +219,24 @@ mod tests {
         pool.give(vec![1.0f32; 4096]);
         assert_eq!(pool.bytes(), 4096 * 4);
         // Another size is not served from it.
-        let other = pool.take(4095);
-        assert_eq!(other.capacity(), 4095);
+        assert!(pool.take(4095).is_none());
         assert_eq!(pool.bytes(), 4096 * 4);
-        let again = pool.take(4096);
+        let again = pool.take(4096).unwrap();
         assert_eq!(again.as_ptr(), ptr);
-        assert!(again.is_empty());
-        assert_eq!(again.capacity(), 4096);
+        assert_eq!((again.len(), again.capacity()), (4096, 4096));
+        assert_eq!(again[17], 2.0, "handed out with its last values");
         assert_eq!(pool.bytes(), 0);
-        // Small buffers are not kept.
-        let small = pool.take(MIN_ELEMENTS - 1);
-        pool.give(small);
+        // Small buffers, and buffers not filled to their capacity, are not kept.
+        assert!(pool.take(MIN_ELEMENTS - 1).is_none());
+        pool.give(vec![0.0f32; MIN_ELEMENTS - 1]);
+        let mut partial = Vec::with_capacity(4096);
+        partial.push(1.0f32);
+        pool.give(partial);
         assert_eq!(pool.bytes(), 0);
         pool.give(again);
         assert_eq!(pool.bytes(), 4096 * 4);
         pool.release();
         assert_eq!(pool.bytes(), 0);
-        assert_eq!(pool.take(4096).capacity(), 4096);
+        assert!(pool.take(4096).is_none());
     }
 }

@@ -37,7 +37,8 @@ impl<T: Float> Tape<T> {
             None => None,
         };
         let shape = Shape::new(&geometry.out_dims())?;
-        let mut out = crate::buffers::zeros(shape.numel());
+        // Every output is written by the kernel (GEMMs with β = 0, direct loops from the bias).
+        let mut out = crate::buffers::stale(shape.numel());
         kernels::conv2d_fwd(
             &geometry,
             x.value().as_slice(),
@@ -76,7 +77,8 @@ pub(super) fn conv2d_backward<T: Float>(
     let dy = grad.as_slice();
     if let (Some(ix), Some(wv)) = (x, w_val) {
         log.record("conv2d_bwd_input");
-        let mut dx = crate::buffers::zeros(g.in_dims().iter().product());
+        // Every path writes all of dx (col2im and the direct loops zero it first).
+        let mut dx = crate::buffers::stale(g.in_dims().iter().product());
         kernels::conv2d_bwd_input(g, dy, wv.as_slice(), &mut dx);
         accumulate(grads, ix, Tensor::from_vec(dx, &g.in_dims())?);
     }

@@ -67,7 +67,7 @@ impl<T: Float> Tape<T> {
         let mut dims = d.to_vec();
         dims[0] = spec.count;
         let shape = Shape::new(&dims)?;
-        let mut out = crate::buffers::zeros(shape.numel());
+        let mut out = crate::buffers::stale(shape.numel());
         noisy_copies_fwd(
             x.value().as_slice(),
             &spec.source,

@@ -73,7 +73,7 @@ impl<T: Float> Tape<T> {
         let (ia, ib) = (self.input(a)?, self.input(b)?);
         let (d, out_dims) = matmul_dims(a.dims(), b.dims())?;
         let shape = Shape::new(&out_dims)?;
-        let mut out = crate::buffers::zeros(shape.numel());
+        let mut out = crate::buffers::stale(shape.numel());
         let (av, bv) = (a.value().as_slice(), b.value().as_slice());
         for i in 0..d.batches {
             let a_off = if d.a_batched { i * d.m * d.k } else { 0 };

@@ -16,7 +16,8 @@ impl<T: Float> Tape<T> {
         let geometry = Pool2dGeometry::new("max_pool2d", x.dims(), params)?;
         let ix = self.input(x)?;
         let shape = Shape::new(&geometry.out_dims())?;
-        let mut out = crate::buffers::zeros(shape.numel());
+        // Every output and argmax is written by the kernel.
+        let mut out = crate::buffers::stale(shape.numel());
         let mut argmax = vec![0u32; shape.numel()];
         if geometry.in_h * geometry.in_w > u32::MAX as usize {
             return Err(Error::InvalidShape {
@@ -45,7 +46,7 @@ impl<T: Float> Tape<T> {
         let geometry = Pool2dGeometry::new("avg_pool2d", x.dims(), params)?;
         let ix = self.input(x)?;
         let shape = Shape::new(&geometry.out_dims())?;
-        let mut out = crate::buffers::zeros(shape.numel());
+        let mut out = crate::buffers::stale(shape.numel());
         kernels::avgpool2d_fwd(&geometry, x.value().as_slice(), &mut out);
         let value = Tensor::from_parts(shape, out);
         Ok(self.result(ix.is_some(), value, || Op::AvgPool2d { x: ix, geometry }))
@@ -87,7 +88,8 @@ pub(super) fn max_pool2d_backward<T: Float>(
     if let Some(ix) = x {
         log.record("maxpool2d_bwd");
         let dims = g.in_dims();
-        let mut dx = crate::buffers::zeros(dims.iter().product());
+        // The kernel zeroes each plane before scattering into it.
+        let mut dx = crate::buffers::stale(dims.iter().product());
         kernels::maxpool2d_bwd(g, grad.as_slice(), argmax, &mut dx);
         accumulate(grads, ix, Tensor::from_parts(shape_of(&dims), dx));
     }

@@ -86,39 +86,63 @@ multiversion! {
 }
 
 /// Each output reads (2oh, 2ow), (2oh, 2ow + 1), (2oh + 1, 2ow), (2oh + 1, 2ow + 1) in that
-/// order with [`max_window`]'s rule (`v > best || v is NaN`, starting from the first tap), so
-/// values and argmax match it exactly.
+/// order with [`max_window`]'s rule (`v > best || v is NaN`, from the first tap): the first
+/// maximum in scan order, or the last NaN. That rule splits exactly into the horizontal pairs
+/// first (each row pair → its winner) and then the two winners, top preferred on a tie, so the
+/// first pass runs over the plane as one stream of pairs (vectorised) and the second over
+/// contiguous rows. Values and argmax match [`max_window`] bit for bit.
 #[inline(always)]
 fn maxpool_planes_2x2_impl<T: Float>(g: &Pool2dGeometry, x: &[T], out: &mut [T], arg: &mut [u32]) {
     let (hw, p, w, ow_len) = (g.in_h * g.in_w, g.out_h * g.out_w, g.in_w, g.out_w);
+    let rows = 2 * g.out_h;
+    let mut hv = vec![T::zero(); rows * ow_len];
+    let mut hi = vec![0u32; rows * ow_len];
     for ((x_p, out_p), arg_p) in x.chunks(hw).zip(out.chunks_mut(p)).zip(arg.chunks_mut(p)) {
-        for oh in 0..g.out_h {
-            let top = &x_p[2 * oh * w..][..2 * ow_len];
-            let bottom = &x_p[(2 * oh + 1) * w..][..2 * ow_len];
-            let out_r = &mut out_p[oh * ow_len..][..ow_len];
-            let arg_r = &mut arg_p[oh * ow_len..][..ow_len];
-            let base = (2 * oh * w) as u32;
-            for (ow, (o, a)) in out_r.iter_mut().zip(arg_r.iter_mut()).enumerate() {
-                let col = 2 * ow;
-                let (v0, v1, v2, v3) = (top[col], top[col + 1], bottom[col], bottom[col + 1]);
-                let mut best = v0;
-                let mut at = 0u32;
-                if v1 > best || v1.is_nan() {
-                    best = v1;
-                    at = 1;
-                }
-                if v2 > best || v2.is_nan() {
-                    best = v2;
-                    at = w as u32;
-                }
-                if v3 > best || v3.is_nan() {
-                    best = v3;
-                    at = w as u32 + 1;
-                }
-                *o = best;
-                *a = base + col as u32 + at;
+        if w == 2 * ow_len {
+            pairs(&x_p[..rows * w], &mut hv, &mut hi);
+        } else {
+            for r in 0..rows {
+                let span = r * ow_len..(r + 1) * ow_len;
+                pairs(
+                    &x_p[r * w..][..2 * ow_len],
+                    &mut hv[span.clone()],
+                    &mut hi[span],
+                );
             }
         }
+        for oh in 0..g.out_h {
+            let (t, b) = (2 * oh * ow_len, (2 * oh + 1) * ow_len);
+            let (tv, ti) = (&hv[t..][..ow_len], &hi[t..][..ow_len]);
+            let (bv, bi) = (&hv[b..][..ow_len], &hi[b..][..ow_len]);
+            let out_r = &mut out_p[oh * ow_len..][..ow_len];
+            let arg_r = &mut arg_p[oh * ow_len..][..ow_len];
+            let top_at = (2 * oh * w) as u32;
+            let bottom_at = top_at + w as u32;
+            for ow in 0..ow_len {
+                let take = (bv[ow] > tv[ow]) | bv[ow].is_nan();
+                let col = 2 * ow as u32;
+                out_r[ow] = if take { bv[ow] } else { tv[ow] };
+                arg_r[ow] = if take {
+                    bottom_at + col + bi[ow]
+                } else {
+                    top_at + col + ti[ow]
+                };
+            }
+        }
+    }
+}
+
+/// `v[k], i[k]` = the winner of the pair `(x[2k], x[2k + 1])` by the scalar rule and which of
+/// the two it is (0 or 1).
+#[inline(always)]
+fn pairs<T: Float>(x: &[T], v: &mut [T], i: &mut [u32]) {
+    let n = v.len().min(i.len()).min(x.len() / 2);
+    let (x, v, i) = (&x[..2 * n], &mut v[..n], &mut i[..n]);
+    for k in 0..n {
+        let (a, b) = (x[2 * k], x[2 * k + 1]);
+        let take = (b > a) | b.is_nan();
+        v[k] = if take { b } else { a };
+        i[k] = u32::from(take);
     }
 }
 
