@@ -106,7 +106,7 @@ fn conv2d(c: &mut Criterion) {
                     _ => b.iter(|| conv2d_bwd_weight(&g, black_box(&dy), &x, &mut dw)),
                 });
             }
-            set_conv_algorithm(ConvAlgorithm::Im2col);
+            set_conv_algorithm(ConvAlgorithm::WinogradBackward);
         }
         group.finish();
     }

@@ -66,10 +66,11 @@ pub struct BenchArgs {
     /// cores.
     #[arg(long, value_enum, default_value_t = Precision::Fp32)]
     precision: Precision,
-    /// Convolution algorithm on the CPU: im2col (+ GEMM, PyTorch's summation-order class) or
-    /// fastest (Winograd F(4×4,3×3) for 3×3 stride-1 convolutions: faster, ≈ 10× the f32
-    /// rounding per layer).
-    #[arg(long, value_enum, default_value_t = ConvChoice::Im2col)]
+    /// Convolution algorithm on the CPU: winograd-backward (the default: im2col forward,
+    /// Winograd F(4×4,3×3) input gradient, the same ReLU decisions as im2col), im2col (+ GEMM
+    /// both ways, PyTorch's summation-order class) or fastest (Winograd forward too: ≈ 10× the f32 rounding per layer,
+    /// which flips near-zero ReLUs).
+    #[arg(long, value_enum, default_value_t = ConvChoice::WinogradBackward)]
     conv: ConvChoice,
     /// Write the measurements as JSON.
     #[arg(long, value_name = "FILE")]
@@ -89,6 +90,7 @@ enum Device {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ConvChoice {
     Im2col,
+    WinogradBackward,
     Fastest,
 }
 
@@ -117,11 +119,12 @@ impl<'m> Engine<'m> {
         if args.precision != Precision::Fp32 && args.device != Device::Cuda {
             bail!("--precision tf32 applies to --device cuda only");
         }
-        if args.conv != ConvChoice::Im2col && args.device != Device::Cpu {
+        if args.conv != ConvChoice::WinogradBackward && args.device != Device::Cpu {
             bail!("--conv applies to --device cpu only");
         }
         set_conv_algorithm(match args.conv {
             ConvChoice::Fastest => ConvAlgorithm::Fastest,
+            ConvChoice::WinogradBackward => ConvAlgorithm::WinogradBackward,
             ConvChoice::Im2col => ConvAlgorithm::Im2col,
         });
         match args.device {
