@@ -262,6 +262,48 @@ fn chunking_does_not_change_the_map() {
     }
 }
 
+/// Chunks run side by side (one per thread, kernels serial) give the map of one chunk at a time
+/// over all threads, whatever the number of threads, and they do run side by side.
+#[test]
+fn lanes_do_not_change_the_map() {
+    let model = conv_model();
+    let x = uniform(&[2, 10, 10], 42);
+    let s = smoothing(13, 0.3, 5, Aggregate::Variance);
+    let pool = |threads| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+    };
+    let explain = |threads: usize, budget: Option<usize>, method: &Method| {
+        pool(threads).install(|| {
+            let e = Explainer::new(&model);
+            let e = match budget {
+                Some(b) => e.memory_budget(b),
+                None => e,
+            };
+            e.explain(&x, None, method, Some(&s)).unwrap()
+        })
+    };
+    for method in [Method::Gradient, Method::GuidedBackprop] {
+        let one = explain(1, None, &method);
+        assert_eq!((one.chunk, one.lanes), (13, 1));
+        for threads in [2, 3] {
+            let lanes = explain(threads, None, &method);
+            assert_eq!(lanes.lanes, threads, "{}", method.name());
+            assert!(lanes.chunk < 13);
+            let e = max_rel_diff(one.attribution.as_slice(), lanes.attribution.as_slice());
+            assert!(e < 1e-12, "{}: {threads} lanes differ by {e}", method.name());
+            // Run twice: the sums are added in chunk order, so the map is reproducible exactly.
+            let again = explain(threads, None, &method);
+            assert_eq!(lanes.attribution, again.attribution);
+        }
+        // A budget with room for one copy only: one chunk at a time over the pool.
+        let narrow = explain(2, Some(1), &method);
+        assert_eq!((narrow.chunk, narrow.lanes), (1, 1));
+    }
+}
+
 /// The batched SmoothGrad equals a loop of single-image gradients on the same noisy copies.
 #[test]
 fn batched_smoothgrad_equals_a_loop_of_gradients() {
