@@ -132,7 +132,9 @@ def table(results):
             if "compile_s" in row:
                 notes.append(f"compile {row['compile_s']:.2f} s")
             if peer == "smoothgrad":
-                notes.append(f"chunk {row['chunk']}, {100 * row['fraction_of_sgemm']:.0f}% of sgemm")
+                lanes = int(row.get("lanes", 1))
+                side = f" × {lanes} side by side" if lanes > 1 else ""
+                notes.append(f"chunk {row['chunk']}{side}, {100 * row['fraction_of_sgemm']:.0f}% of sgemm")
             lines.append(
                 f"| {name} | {label} | {milliseconds(row['median_s'])} | {milliseconds(row['min_s'])} "
                 f"| {row['gflops']:.1f} | {memory} | {row['ratio']:.2f} | {agreement} | {', '.join(notes)} |"
