@@ -293,7 +293,11 @@ fn lanes_do_not_change_the_map() {
             assert_eq!(lanes.lanes, threads, "{}", method.name());
             assert!(lanes.chunk < 13);
             let e = max_rel_diff(one.attribution.as_slice(), lanes.attribution.as_slice());
-            assert!(e < 1e-12, "{}: {threads} lanes differ by {e}", method.name());
+            assert!(
+                e < 1e-12,
+                "{}: {threads} lanes differ by {e}",
+                method.name()
+            );
             // Run twice: the sums are added in chunk order, so the map is reproducible exactly.
             let again = explain(threads, None, &method);
             assert_eq!(lanes.attribution, again.attribution);

@@ -403,7 +403,14 @@ fn tap_offset(t: usize, dilation: usize, pad: usize) -> isize {
 /// col[(c·kh + i)·kw + j, oh·OW + ow] = x_g[c, oh·sh − ph + i·dh, ow·sw − pw + j·dw], zero
 /// outside the input. Writes all of `col` (len cg·kh·kw·OH·OW).
 fn im2col<T: Float>(g: &Conv2dGeometry, d: &Dims, x_g: &[T], col: &mut [T], threads: Threads) {
-    let channel = |c: usize, col_c: &mut [T]| im2col_channel(g, &x_g[c * d.hw..][..d.hw], col_c);
+    let channel = |c: usize, col_c: &mut [T]| {
+        let x_c = &x_g[c * d.hw..][..d.hw];
+        if super::flatcol::applies(g) {
+            super::flatcol::im2col_channel(g, x_c, col_c);
+        } else {
+            im2col_channel(g, x_c, col_c);
+        }
+    };
     let rows = d.taps * d.p;
     match threads {
         Threads::Pool => col
@@ -417,7 +424,7 @@ fn im2col<T: Float>(g: &Conv2dGeometry, d: &Dims, x_g: &[T], col: &mut [T], thre
     }
 }
 
-fn im2col_channel<T: Float>(g: &Conv2dGeometry, x_c: &[T], col_c: &mut [T]) {
+pub(super) fn im2col_channel<T: Float>(g: &Conv2dGeometry, x_c: &[T], col_c: &mut [T]) {
     let (ow_len, w_len, sw) = (g.out_w, g.in_w, g.stride[1]);
     let rows = col_c.chunks_mut(g.out_h * ow_len);
     // One row of the column matrix per tap (i, j); the caller sized the buffer for all taps.
@@ -451,21 +458,28 @@ fn im2col_channel<T: Float>(g: &Conv2dGeometry, x_c: &[T], col_c: &mut [T]) {
 
 /// dx_g (overwritten) = the adjoint of im2col applied to `col`: every column entry is added
 /// back to the input pixel it was read from.
-fn col2im<T: Float>(g: &Conv2dGeometry, d: &Dims, col: &[T], dx_g: &mut [T], threads: Threads) {
+fn col2im<T: Float>(g: &Conv2dGeometry, d: &Dims, col: &mut [T], dx_g: &mut [T], threads: Threads) {
     let rows = d.taps * d.p;
+    let channel = |dx_c: &mut [T], col_c: &mut [T]| {
+        if super::flatcol::applies(g) {
+            super::flatcol::col2im_channel(g, col_c, dx_c);
+        } else {
+            col2im_channel(g, col_c, dx_c);
+        }
+    };
     match threads {
         Threads::Pool => dx_g
             .par_chunks_mut(d.hw)
-            .zip(col.par_chunks(rows))
-            .for_each(|(dx_c, col_c)| col2im_channel(g, col_c, dx_c)),
+            .zip(col.par_chunks_mut(rows))
+            .for_each(|(dx_c, col_c)| channel(dx_c, col_c)),
         Threads::Single => dx_g
             .chunks_mut(d.hw)
-            .zip(col.chunks(rows))
-            .for_each(|(dx_c, col_c)| col2im_channel(g, col_c, dx_c)),
+            .zip(col.chunks_mut(rows))
+            .for_each(|(dx_c, col_c)| channel(dx_c, col_c)),
     }
 }
 
-fn col2im_channel<T: Float>(g: &Conv2dGeometry, col_c: &[T], dx_c: &mut [T]) {
+pub(super) fn col2im_channel<T: Float>(g: &Conv2dGeometry, col_c: &[T], dx_c: &mut [T]) {
     dx_c.fill(T::zero());
     let (ow_len, w_len, sw) = (g.out_w, g.in_w, g.stride[1]);
     let rows = col_c.chunks(g.out_h * ow_len);

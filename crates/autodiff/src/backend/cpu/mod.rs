@@ -5,6 +5,7 @@ pub mod conv;
 pub mod copies;
 mod direct;
 pub mod elementwise;
+mod flatcol;
 pub mod gemm;
 pub mod pool;
 mod simd;
