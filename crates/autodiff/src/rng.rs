@@ -79,6 +79,16 @@ pub fn fill_normal(seed: u64, stream: u32, start: u64, out: &mut [f32]) {
     while i < out.len() {
         let lane = (index % 4) as usize;
         let block = normal4(seed, stream, index / 4);
+        // Whole blocks as a fixed-size copy (a variable-length one is a `memcpy` call per 4
+        // values).
+        if lane == 0
+            && let Some(dst) = out.get_mut(i..i + 4)
+        {
+            dst.copy_from_slice(&block);
+            i += 4;
+            index += 4;
+            continue;
+        }
         let take = (4 - lane).min(out.len() - i);
         out[i..i + take].copy_from_slice(&block[lane..lane + take]);
         i += take;
