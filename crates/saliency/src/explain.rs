@@ -140,24 +140,13 @@ impl<'m, T: Float> Explainer<'m, T> {
         };
         let cost = self.limits.check(self.model, n, steps)?;
         let passes = n * steps.unwrap_or(1);
-        let (chunk, lanes) = match method {
-            Method::Gradient | Method::GuidedBackprop => lane_plan(
-                self.memory_budget,
-                &self.limits,
-                cost.bytes_per_copy,
-                passes,
-                rayon::current_num_threads(),
-            ),
-            _ => (
-                chunk_size(
-                    self.memory_budget,
-                    &self.limits,
-                    cost.bytes_per_copy,
-                    passes,
-                ),
-                1,
-            ),
-        };
+        let (chunk, lanes) = lane_plan(
+            self.memory_budget,
+            &self.limits,
+            cost.bytes_per_copy,
+            passes,
+            rayon::current_num_threads(),
+        );
         let logits = self.clean_logits(&x)?;
         let classes = logits.len();
         let target = match target {
@@ -249,7 +238,7 @@ pub(crate) fn chunk_size(
     passes.div_ceil(passes.div_ceil(fit))
 }
 
-/// (copies per chunk, chunks at once) for the gradient methods on `threads` threads. When the
+/// (copies per chunk, chunks at once) on `threads` threads. When the
 /// budget holds two or more copies, the chunks run side by side, one per thread with the
 /// kernels serial inside ([`smoothgrad_autodiff::parallel::serial`]): no fork-join per op, and
 /// each thread's chunk stays in its core's cache. The budget covers every chunk in flight; the
@@ -533,33 +522,48 @@ impl<T: Float> Run<'_, '_, T> {
         Ok((g, q))
     }
 
+    /// Runs `compute(first, count)` for the chunks `self.chunk` long of `0..total`, `self.lanes`
+    /// chunks side by side (each on one thread, kernels serial), and hands each result to
+    /// `consume(first, count, result)` in chunk order — so sums, and the first error reported,
+    /// do not depend on the threads' timing.
+    fn for_chunks<R: Send>(
+        &self,
+        total: usize,
+        compute: impl Fn(usize, usize) -> Result<R> + Sync,
+        mut consume: impl FnMut(usize, usize, R) -> Result<()>,
+    ) -> Result<()> {
+        let chunks: Vec<(usize, usize)> = (0..total)
+            .step_by(self.chunk.max(1))
+            .map(|first| (first, self.chunk.min(total - first)))
+            .collect();
+        for group in chunks.chunks(self.lanes.max(1)) {
+            let results: Vec<Result<R>> = if group.len() > 1 {
+                group
+                    .par_iter()
+                    .map(|&(first, count)| parallel::serial(|| compute(first, count)))
+                    .collect()
+            } else {
+                group
+                    .iter()
+                    .map(|&(first, count)| compute(first, count))
+                    .collect()
+            };
+            for (&(first, count), result) in group.iter().zip(results) {
+                consume(first, count, result?)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Σ and Σ² over copies of the (guided) gradient. A chunk whose sums are not finite is run
     /// again one copy at a time to name the first copy whose gradient is at fault.
     fn gradients(&self, guided: bool) -> Result<(Vec<T>, Vec<T>)> {
         let e = self.sample_len();
         let (mut sum, mut sumsq) = (vec![T::zero(); e], vec![T::zero(); e]);
-        let chunks: Vec<(usize, usize)> = (0..self.n)
-            .step_by(self.chunk.max(1))
-            .map(|first| (first, self.chunk.min(self.n - first)))
-            .collect();
-        for group in chunks.chunks(self.lanes.max(1)) {
-            // The chunks of a group side by side, each on one thread; summed in chunk order,
-            // so the map does not depend on the lanes' timing.
-            let results: Vec<Result<(Tensor<T>, Tensor<T>)>> = if group.len() > 1 {
-                group
-                    .par_iter()
-                    .map(|&(first, count)| {
-                        parallel::serial(|| self.chunk_sums(first, count, guided))
-                    })
-                    .collect()
-            } else {
-                group
-                    .iter()
-                    .map(|&(first, count)| self.chunk_sums(first, count, guided))
-                    .collect()
-            };
-            for (&(first, count), result) in group.iter().zip(results) {
-                let (g, q) = result?;
+        self.for_chunks(
+            self.n,
+            |first, count| self.chunk_sums(first, count, guided),
+            |first, count, (g, q)| {
                 let end = first + count;
                 let bad = |t: &Tensor<T>| !t.all_finite();
                 if bad(&g) || (self.squares && bad(&q)) {
@@ -579,9 +583,9 @@ impl<T: Float> Run<'_, '_, T> {
                 }
                 add_into(&mut sum, g.as_slice());
                 add_into(&mut sumsq, q.as_slice());
-                self.check_sums(&sum, &sumsq, end)?;
-            }
-        }
+                self.check_sums(&sum, &sumsq, end)
+            },
+        )?;
         Ok((sum, sumsq))
     }
 
@@ -649,20 +653,23 @@ impl<T: Float> Run<'_, '_, T> {
     fn grad_x_input(&self) -> Result<(Vec<T>, Vec<T>)> {
         let e = self.sample_len();
         let (mut sum, mut sumsq) = (vec![T::zero(); e], vec![T::zero(); e]);
-        let mut first = 0;
-        while first < self.n {
-            let count = self.chunk.min(self.n - first);
-            let inputs = self.copies(first, count)?;
-            let g = self.batch_gradients(inputs.clone(), &|r| format!("copy {}", first + r))?;
-            let rows = inputs.as_slice().chunks(e).zip(g.as_slice().chunks(e));
-            for (copy, (xi, gi)) in (first..).zip(rows) {
-                let a: Vec<T> = xi.iter().zip(gi).map(|(&x, &g)| x * g).collect();
-                ensure_finite(&a, || format!("gradient × input of copy {copy}"))?;
-                accumulate_copy(&mut sum, &mut sumsq, &a);
-            }
-            first += count;
-            self.check_sums(&sum, &sumsq, first)?;
-        }
+        self.for_chunks(
+            self.n,
+            |first, count| {
+                let inputs = self.copies(first, count)?;
+                let g = self.batch_gradients(inputs.clone(), &|r| format!("copy {}", first + r))?;
+                Ok((inputs, g))
+            },
+            |first, count, (inputs, g)| {
+                let rows = inputs.as_slice().chunks(e).zip(g.as_slice().chunks(e));
+                for (copy, (xi, gi)) in (first..).zip(rows) {
+                    let a: Vec<T> = xi.iter().zip(gi).map(|(&x, &g)| x * g).collect();
+                    ensure_finite(&a, || format!("gradient × input of copy {copy}"))?;
+                    accumulate_copy(&mut sum, &mut sumsq, &a);
+                }
+                self.check_sums(&sum, &sumsq, first + count)
+            },
+        )?;
         Ok((sum, sumsq))
     }
 
@@ -679,60 +686,63 @@ impl<T: Float> Run<'_, '_, T> {
         let (mut sum, mut sumsq) = (vec![T::zero(); e], vec![T::zero(); e]);
         // Points are numbered copy-major: point p is step p % steps of copy p / steps, so each
         // copy's path integral completes before the next begins and one accumulator suffices.
-        // The two cycles walk the path in that order, one while batching, one while consuming.
-        let (mut batching, mut consuming) = (path.iter().cycle(), path.iter().cycle());
+        // A chunk of points is built and differentiated on its own (side by side with others
+        // when there are lanes); the integral consumes the chunks in order.
         let point_name = |q: usize| {
             let (s, copy) = (q % steps, q / steps);
             let alpha = alphas.get(s).copied().unwrap_or(f64::NAN);
             format!("point {s} (α = {alpha:.4}) of the path of copy {copy}")
         };
+        let walk = |from: usize| path.iter().cycle().skip(from % steps.max(1));
         let total = self.n * steps;
         let mut integral = vec![T::zero(); e];
-        let mut current: Option<(usize, Tensor<T>)> = None;
-        let mut p = 0;
-        while p < total {
-            let count = self.chunk.min(total - p);
-            let mut batch = Vec::with_capacity(count * e);
-            for (q, &(_, alpha, _)) in (p..p + count).zip(&mut batching) {
-                let copy = q / steps;
-                if current.as_ref().is_none_or(|(c, _)| *c != copy) {
-                    current = Some((copy, self.copies(copy, 1)?));
-                }
-                let xi = current
-                    .as_ref()
-                    .map(|(_, t)| t.as_slice())
-                    .unwrap_or_default();
-                batch.extend(xi.iter().zip(&baseline).map(|(&x, &b)| b + alpha * (x - b)));
-            }
-            let dims = [&[count], self.explainer.model.input_dims()].concat();
-            let g =
-                self.batch_gradients(Tensor::from_vec(batch, &dims)?, &|r| point_name(p + r))?;
-            let rows = g.as_slice().chunks(e).zip(&mut consuming);
-            for (q, (gq, &(step, _, w))) in (p..).zip(rows) {
-                for (acc, &gv) in integral.iter_mut().zip(gq) {
-                    *acc += w * gv;
-                }
-                if step + 1 == steps {
+        self.for_chunks(
+            total,
+            |p, count| {
+                let mut batch = Vec::with_capacity(count * e);
+                let mut current: Option<(usize, Tensor<T>)> = None;
+                for (q, &(_, alpha, _)) in (p..p + count).zip(walk(p)) {
                     let copy = q / steps;
-                    ensure_finite(&integral, || {
-                        format!("path integral of the input gradient of copy {copy}")
-                    })?;
-                    let xi = self.copies(copy, 1)?;
-                    let a: Vec<T> = xi
-                        .as_slice()
-                        .iter()
-                        .zip(&baseline)
-                        .zip(&integral)
-                        .map(|((&x, &b), &i)| (x - b) * i)
-                        .collect();
-                    ensure_finite(&a, || format!("Integrated Gradients of copy {copy}"))?;
-                    accumulate_copy(&mut sum, &mut sumsq, &a);
-                    integral.iter_mut().for_each(|v| *v = T::zero());
-                    self.check_sums(&sum, &sumsq, copy + 1)?;
+                    if current.as_ref().is_none_or(|(c, _)| *c != copy) {
+                        current = Some((copy, self.copies(copy, 1)?));
+                    }
+                    let xi = current
+                        .as_ref()
+                        .map(|(_, t)| t.as_slice())
+                        .unwrap_or_default();
+                    batch.extend(xi.iter().zip(&baseline).map(|(&x, &b)| b + alpha * (x - b)));
                 }
-            }
-            p += count;
-        }
+                let dims = [&[count], self.explainer.model.input_dims()].concat();
+                self.batch_gradients(Tensor::from_vec(batch, &dims)?, &|r| point_name(p + r))
+            },
+            |p, _count, g| {
+                let rows = g.as_slice().chunks(e).zip(walk(p));
+                for (q, (gq, &(step, _, w))) in (p..).zip(rows) {
+                    for (acc, &gv) in integral.iter_mut().zip(gq) {
+                        *acc += w * gv;
+                    }
+                    if step + 1 == steps {
+                        let copy = q / steps;
+                        ensure_finite(&integral, || {
+                            format!("path integral of the input gradient of copy {copy}")
+                        })?;
+                        let xi = self.copies(copy, 1)?;
+                        let a: Vec<T> = xi
+                            .as_slice()
+                            .iter()
+                            .zip(&baseline)
+                            .zip(&integral)
+                            .map(|((&x, &b), &i)| (x - b) * i)
+                            .collect();
+                        ensure_finite(&a, || format!("Integrated Gradients of copy {copy}"))?;
+                        accumulate_copy(&mut sum, &mut sumsq, &a);
+                        integral.iter_mut().for_each(|v| *v = T::zero());
+                        self.check_sums(&sum, &sumsq, copy + 1)?;
+                    }
+                }
+                Ok(())
+            },
+        )?;
         Ok((sum, sumsq))
     }
 }

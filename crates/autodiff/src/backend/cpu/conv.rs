@@ -244,10 +244,9 @@ fn conv2d_fwd_planned<T: Float>(
         }
     };
     match plan {
-        Plan::PerSample => out
-            .par_chunks_mut(d.y_per)
-            .enumerate()
-            .for_each(|(n, out_n)| sample(n, out_n, Threads::Single)),
+        Plan::PerSample => super::direct::for_each_chunk(out, d.y_per, |n, out_n| {
+            sample(n, out_n, Threads::Single)
+        }),
         Plan::PoolInside => {
             for (n, out_n) in out.chunks_mut(d.y_per).enumerate() {
                 sample(n, out_n, Threads::Pool);
@@ -291,10 +290,9 @@ fn conv2d_bwd_input_planned<T: Float>(
         });
     };
     match plan {
-        Plan::PerSample => dx
-            .par_chunks_mut(d.x_per)
-            .enumerate()
-            .for_each(|(n, dx_n)| sample(n, dx_n, Threads::Single)),
+        Plan::PerSample => {
+            super::direct::for_each_chunk(dx, d.x_per, |n, dx_n| sample(n, dx_n, Threads::Single))
+        }
         Plan::PoolInside => {
             for (n, dx_n) in dx.chunks_mut(d.x_per).enumerate() {
                 sample(n, dx_n, Threads::Pool);
