@@ -5,11 +5,10 @@
 //! image to the map back on the host, so it includes the device's whole work). `bench/peers/run.sh` reads its `--json` beside PyTorch, Captum and
 //! JAX timed on the same model, input and noise.
 
-use crate::common::{self, MethodName};
+use crate::common::{self, ConvChoice, MethodName};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use smoothgrad_autodiff::Tensor;
-use smoothgrad_autodiff::backend::cpu::conv::{ConvAlgorithm, set_conv_algorithm};
 use smoothgrad_autodiff::backend::cpu::gemm::{MatRef, Threads, matmul};
 use smoothgrad_saliency::{Explainer, IgConfig, Method, NoiseLevel, SaliencyMap, Smoothing, npy};
 use std::io::Write;
@@ -68,8 +67,8 @@ pub struct BenchArgs {
     precision: Precision,
     /// Convolution algorithm on the CPU: winograd-backward (the default: im2col forward,
     /// Winograd F(4×4,3×3) input gradient, the same ReLU decisions as im2col), im2col (+ GEMM
-    /// both ways, PyTorch's summation-order class) or fastest (Winograd forward too: ≈ 10× the f32 rounding per layer,
-    /// which flips near-zero ReLUs).
+    /// both ways, PyTorch's summation-order class) or fastest (Winograd forward too: ≈ 10× the
+    /// f32 rounding per layer, which flips near-zero ReLUs).
     #[arg(long, value_enum, default_value_t = ConvChoice::WinogradBackward)]
     conv: ConvChoice,
     /// Write the measurements as JSON.
@@ -85,13 +84,6 @@ enum Device {
     Cpu,
     Cuda,
     Wgpu,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum ConvChoice {
-    Im2col,
-    WinogradBackward,
-    Fastest,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -122,11 +114,7 @@ impl<'m> Engine<'m> {
         if args.conv != ConvChoice::WinogradBackward && args.device != Device::Cpu {
             bail!("--conv applies to --device cpu only");
         }
-        set_conv_algorithm(match args.conv {
-            ConvChoice::Fastest => ConvAlgorithm::Fastest,
-            ConvChoice::WinogradBackward => ConvAlgorithm::WinogradBackward,
-            ConvChoice::Im2col => ConvAlgorithm::Im2col,
-        });
+        args.conv.apply();
         match args.device {
             Device::Cpu => Ok((
                 Engine::Cpu(Explainer::new(model).memory_budget(budget)),

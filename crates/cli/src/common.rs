@@ -11,6 +11,29 @@ use smoothgrad_saliency::visualize::{self, Colormap, Heatmap};
 use smoothgrad_saliency::{Aggregate, IgConfig, IgRule, Method, Smoothing};
 use std::path::Path;
 
+/// The CPU convolution algorithm, by its command-line name (`--conv`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConvChoice {
+    /// im2col + GEMM both ways: PyTorch's summation-order class (the last digit).
+    Im2col,
+    /// im2col forward, Winograd F(4×4,3×3) input gradient: the same ReLU decisions as im2col.
+    WinogradBackward,
+    /// Winograd forward too: fastest, but its rounding flips near-zero ReLUs.
+    Fastest,
+}
+
+impl ConvChoice {
+    /// Sets it for this process.
+    pub fn apply(self) {
+        use smoothgrad_autodiff::backend::cpu::conv::{ConvAlgorithm, set_conv_algorithm};
+        set_conv_algorithm(match self {
+            ConvChoice::Im2col => ConvAlgorithm::Im2col,
+            ConvChoice::WinogradBackward => ConvAlgorithm::WinogradBackward,
+            ConvChoice::Fastest => ConvAlgorithm::Fastest,
+        });
+    }
+}
+
 /// The explanation methods, by their command-line names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum MethodName {

@@ -1,6 +1,6 @@
 //! `smoothgrad explain`: attribution maps for one input or many.
 
-use crate::common::{self, Drawing, IgRuleName, MethodName, Recipe};
+use crate::common::{self, ConvChoice, Drawing, IgRuleName, MethodName, Recipe};
 use crate::exit::{bad_input, usage};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
@@ -87,6 +87,12 @@ pub struct ExplainArgs {
     /// the adapter's SHADER_F16 feature).
     #[arg(long, value_enum, default_value_t = PrecisionName::F32)]
     precision: PrecisionName,
+    /// Convolution algorithm on the CPU: winograd-backward (the default: im2col forward, the
+    /// same predictions and ReLU decisions as im2col; Winograd input gradient, maps within
+    /// ≈ 1e-6 of im2col's), im2col (+ GEMM both ways: PyTorch's summation order, the last
+    /// digit), or fastest (Winograd forward too; its rounding can flip near-zero ReLUs).
+    #[arg(long, value_enum, default_value_t = ConvChoice::WinogradBackward)]
+    conv: ConvChoice,
     /// Working memory of the noisy copies in flight, in MiB (CPU: all chunks running side by
     /// side; GPU: one chunk) [default: 256 on the CPU, 128 on a GPU].
     #[arg(long, value_name = "MB")]
@@ -346,6 +352,10 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
         OutputName::Logit => Output::Logit,
         OutputName::Probability => Output::Probability,
     };
+    if args.conv != ConvChoice::WinogradBackward && args.device != Device::Cpu {
+        return Err(usage("--conv applies to --device cpu only"));
+    }
+    args.conv.apply();
     let explainer =
         Engine::new(args.device, &model, budget, output, args.precision)?.with_limits(limits);
     let drawing = Drawing::new(args.diverging, args.overlay, args.colormap);

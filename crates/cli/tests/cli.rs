@@ -122,6 +122,56 @@ fn safetensors_and_onnx_models_agree() {
     }
 }
 
+/// `explain --conv`: every CPU convolution algorithm runs and gives the same SmoothGrad map to
+/// within f32 rounding on the bundled model (its forward decisions agree).
+#[test]
+fn conv_algorithms_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = digit(7);
+    let model = onnx_model();
+    let run = |conv: &str| {
+        let out = dir.path().join(format!("{conv}.npy"));
+        let o = smoothgrad(&[
+            "explain",
+            "--method",
+            "smoothgrad",
+            "--samples",
+            "8",
+            "--image",
+            &image,
+            "--model",
+            &model,
+            "--conv",
+            conv,
+            "--npy",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "--conv {conv}: {}", stderr(&o));
+        read_npy(&out).unwrap()
+    };
+    let exact = run("im2col");
+    let scale = exact.as_slice().iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    assert!(scale > 0.0);
+    for conv in ["winograd-backward", "fastest"] {
+        let map = run(conv);
+        for (x, y) in exact.as_slice().iter().zip(map.as_slice()) {
+            assert!((x - y).abs() <= 1e-4 * scale, "--conv {conv}: {x} vs {y}");
+        }
+    }
+    // A GPU device takes no --conv (checked once the device exists in this binary).
+    let expected = if cfg!(feature = "wgpu") {
+        "--conv applies to --device cpu only"
+    } else {
+        "device wgpu is not built into this binary"
+    };
+    assert_fails(
+        &[
+            "--image", &image, "--model", &model, "--conv", "im2col", "--device", "wgpu",
+        ],
+        expected,
+    );
+}
+
 #[test]
 fn npy_input_and_given_noise() {
     let dir = tempfile::tempdir().unwrap();
