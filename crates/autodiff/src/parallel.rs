@@ -43,3 +43,20 @@ pub fn threads() -> usize {
         rayon::current_num_threads()
     }
 }
+
+/// Runs `f(index, chunk)` over the `size`-element chunks of `data`: on the rayon pool, unless
+/// this thread is inside [`serial`] or there is only one chunk.
+pub(crate) fn for_each_chunk<T: Send>(
+    data: &mut [T],
+    size: usize,
+    f: impl Fn(usize, &mut [T]) + Sync + Send,
+) {
+    use rayon::prelude::*;
+    if threads() == 1 || data.len() <= size {
+        data.chunks_mut(size).enumerate().for_each(|(i, c)| f(i, c));
+    } else {
+        data.par_chunks_mut(size)
+            .enumerate()
+            .for_each(|(i, c)| f(i, c));
+    }
+}

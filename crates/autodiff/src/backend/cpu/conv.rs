@@ -244,7 +244,7 @@ fn conv2d_fwd_planned<T: Float>(
         }
     };
     match plan {
-        Plan::PerSample => super::direct::for_each_chunk(out, d.y_per, |n, out_n| {
+        Plan::PerSample => crate::parallel::for_each_chunk(out, d.y_per, |n, out_n| {
             sample(n, out_n, Threads::Single)
         }),
         Plan::PoolInside => {
@@ -291,7 +291,7 @@ fn conv2d_bwd_input_planned<T: Float>(
     };
     match plan {
         Plan::PerSample => {
-            super::direct::for_each_chunk(dx, d.x_per, |n, dx_n| sample(n, dx_n, Threads::Single))
+            crate::parallel::for_each_chunk(dx, d.x_per, |n, dx_n| sample(n, dx_n, Threads::Single))
         }
         Plan::PoolInside => {
             for (n, dx_n) in dx.chunks_mut(d.x_per).enumerate() {

@@ -14,10 +14,11 @@
 //! descending and j ascending), so results are bit-identical; taps that fall on the padding
 //! add w·0.
 
+use super::conv::with_scratch;
 use super::simd::multiversion;
 use crate::element::Float;
 use crate::ops::geometry::Conv2dGeometry;
-use rayon::prelude::*;
+use crate::parallel::for_each_chunk;
 
 /// Whether [`fwd`] and [`bwd_input`] apply: one input channel per group, stride 1, no
 /// dilation, and padding below the kernel size (so the input gradient's padding is ≥ 0).
@@ -32,22 +33,6 @@ pub(super) fn applies(g: &Conv2dGeometry) -> bool {
         // The end padding (out + k − 1 − in − start pad) is below the kernel size too.
         && g.out_h <= g.in_h + g.pad[0]
         && g.out_w <= g.in_w + g.pad[1]
-}
-
-/// Runs `f(index, chunk)` over `size`-element chunks of `data`, on the pool unless this thread
-/// is inside [`crate::parallel::serial`] or there is one chunk.
-pub(super) fn for_each_chunk<T: Send>(
-    data: &mut [T],
-    size: usize,
-    f: impl Fn(usize, &mut [T]) + Sync + Send,
-) {
-    if crate::parallel::threads() == 1 || data.len() <= size {
-        data.chunks_mut(size).enumerate().for_each(|(i, c)| f(i, c));
-    } else {
-        data.par_chunks_mut(size)
-            .enumerate()
-            .for_each(|(i, c)| f(i, c));
-    }
 }
 
 /// Copies the `h × w` plane `src` into `dst` (`hp × wp`, zeroed first) at row `top`, column
@@ -89,17 +74,19 @@ pub(super) fn fwd<T: Float>(
     for_each_chunk(out, og * p, |plane, out_c| {
         let (n, c) = (plane / g.in_channels, plane % g.in_channels);
         let x_c = &x[(n * g.in_channels + c) * hw..][..hw];
-        let mut xp = vec![T::zero(); hp * wp];
-        pad_into(x_c, g.in_h, g.in_w, g.pad[0], g.pad[1], wp, &mut xp);
-        let mut y = vec![T::zero(); flat];
-        for (k, out_o) in out_c.chunks_exact_mut(p.max(1)).enumerate() {
-            let o = c * og + k;
-            let b = bias.map_or(T::zero(), |b| b[o]);
-            fwd_plane(&xp, &w[o * kh * kw..][..kh * kw], b, kh, kw, wp, &mut y);
-            for (oh, row) in out_o.chunks_exact_mut(g.out_w).enumerate() {
-                row.copy_from_slice(&y[oh * wp..][..g.out_w]);
+        // The padded plane and one output plane on the padded width, in this thread's scratch.
+        with_scratch(hp * wp + flat, |buf: &mut [T]| {
+            let (xp, y) = buf.split_at_mut(hp * wp);
+            pad_into(x_c, g.in_h, g.in_w, g.pad[0], g.pad[1], wp, xp);
+            for (k, out_o) in out_c.chunks_exact_mut(p.max(1)).enumerate() {
+                let o = c * og + k;
+                let b = bias.map_or(T::zero(), |b| b[o]);
+                fwd_plane(xp, &w[o * kh * kw..][..kh * kw], b, kh, kw, wp, y);
+                for (oh, row) in out_o.chunks_exact_mut(g.out_w).enumerate() {
+                    row.copy_from_slice(&y[oh * wp..][..g.out_w]);
+                }
             }
-        }
+        });
     });
 }
 
@@ -155,16 +142,19 @@ pub(super) fn bwd_input<T: Float>(g: &Conv2dGeometry, dy: &[T], w: &[T], dx: &mu
     };
     for_each_chunk(dx, hw.max(1), |plane, dx_c| {
         let (n, c) = (plane / g.in_channels, plane % g.in_channels);
-        let mut dyp = vec![T::zero(); hp * wp];
-        let mut acc = vec![T::zero(); flat];
-        for o in c * og..(c + 1) * og {
-            let dy_o = &dy[(n * g.out_channels + o) * p..][..p];
-            pad_into(dy_o, g.out_h, g.out_w, top, left, wp, &mut dyp);
-            bwd_plane(&dyp, &w[o * kh * kw..][..kh * kw], kh, kw, wp, &mut acc);
-        }
-        for (ih, row) in dx_c.chunks_exact_mut(g.in_w.max(1)).enumerate() {
-            row.copy_from_slice(&acc[ih * wp..][..g.in_w]);
-        }
+        // The padded dY plane and the accumulated input plane, in this thread's scratch.
+        with_scratch(hp * wp + flat, |buf: &mut [T]| {
+            let (dyp, acc) = buf.split_at_mut(hp * wp);
+            acc.fill(T::zero());
+            for o in c * og..(c + 1) * og {
+                let dy_o = &dy[(n * g.out_channels + o) * p..][..p];
+                pad_into(dy_o, g.out_h, g.out_w, top, left, wp, dyp);
+                bwd_plane(dyp, &w[o * kh * kw..][..kh * kw], kh, kw, wp, acc);
+            }
+            for (ih, row) in dx_c.chunks_exact_mut(g.in_w.max(1)).enumerate() {
+                row.copy_from_slice(&acc[ih * wp..][..g.in_w]);
+            }
+        });
     });
 }
 
