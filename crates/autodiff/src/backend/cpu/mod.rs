@@ -8,5 +8,5 @@ pub mod elementwise;
 mod flatcol;
 pub mod gemm;
 pub mod pool;
-mod simd;
+pub(crate) mod simd;
 mod winograd;

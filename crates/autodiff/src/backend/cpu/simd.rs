@@ -3,8 +3,10 @@
 //! The crate builds for baseline x86-64 (SSE2), so its own loops would vectorise only 4 wide.
 //! [`multiversion!`] compiles a kernel three times — AVX-512, AVX2 + FMA, baseline — and picks
 //! the best the CPU has at run time (`is_x86_feature_detected!` is a cached load). The
-//! arithmetic is the same in every copy (Rust never contracts `a * b + c` into an FMA), so the
-//! results are bit-identical whichever copy runs. The `gemm` crate dispatches its own kernels.
+//! arithmetic is the same in every copy (Rust never contracts `a * b + c` into an FMA, and an
+//! explicit `mul_add` is one fused multiply-add in every copy: the instruction where the copy
+//! has FMA, the C library's exactly rounded `fmaf` otherwise), so the results are bit-identical
+//! whichever copy runs. The `gemm` crate dispatches its own kernels.
 
 /// Defines `fn $name<T: Float>(args)` that runs `$imp(args)` compiled for the best vector
 /// extension this CPU has (AVX-512, AVX2 + FMA, or the baseline), so that the transforms'
@@ -16,32 +18,43 @@ macro_rules! multiversion_impl {
         $(#[$meta])*
         #[allow(clippy::too_many_arguments)]
         fn $name<T: $crate::element::Float>($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma")]
-                #[allow(clippy::too_many_arguments)]
-                unsafe fn avx512<T: $crate::element::Float>($($arg: $ty),*) {
-                    $imp($($arg),*)
-                }
-                #[target_feature(enable = "avx2,fma")]
-                #[allow(clippy::too_many_arguments)]
-                unsafe fn avx2<T: $crate::element::Float>($($arg: $ty),*) {
-                    $imp($($arg),*)
-                }
-                if std::is_x86_feature_detected!("avx512f")
-                    && std::is_x86_feature_detected!("avx512vl")
-                    && std::is_x86_feature_detected!("avx512dq")
-                {
-                    // SAFETY: the CPU has these extensions (checked just above).
-                    return unsafe { avx512($($arg),*) };
-                }
-                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                    // SAFETY: as above.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            $imp($($arg),*)
+            $crate::backend::cpu::simd::multiversion!(@dispatch [T: $crate::element::Float] $imp($($arg: $ty),*))
         }
     };
+    // The same for a function without the element type parameter.
+    ($(#[$meta:meta])* plain fn $name:ident = $imp:ident($($arg:ident: $ty:ty),* $(,)?)) => {
+        $(#[$meta])*
+        #[allow(clippy::too_many_arguments)]
+        fn $name($($arg: $ty),*) {
+            $crate::backend::cpu::simd::multiversion!(@dispatch [] $imp($($arg: $ty),*))
+        }
+    };
+    (@dispatch [$($generics:tt)*] $imp:ident($($arg:ident: $ty:ty),*)) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn avx512<$($generics)*>($($arg: $ty),*) {
+                $imp($($arg),*)
+            }
+            #[target_feature(enable = "avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn avx2<$($generics)*>($($arg: $ty),*) {
+                $imp($($arg),*)
+            }
+            if std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512vl")
+                && std::is_x86_feature_detected!("avx512dq")
+            {
+                // SAFETY: the CPU has these extensions (checked just above).
+                return unsafe { avx512($($arg),*) };
+            }
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                // SAFETY: as above.
+                return unsafe { avx2($($arg),*) };
+            }
+        }
+        $imp($($arg),*)
+    }};
 }
 pub(crate) use multiversion_impl as multiversion;
