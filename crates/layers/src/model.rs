@@ -692,7 +692,12 @@ impl<T: Float> Model<T> {
             *input = Some(x.clone());
         }
         let mut next_param = 0;
+        let mut pooled_early = false;
         for (k, node) in self.nodes.iter().enumerate() {
+            if std::mem::take(&mut pooled_early) {
+                // This max pool ran before the activation that feeds it (see below).
+                continue;
+            }
             let count = node.layer.parameters().len();
             let layer_params = match params {
                 None => None,
@@ -710,16 +715,38 @@ impl<T: Float> Model<T> {
                         })
                     })
                     .collect::<Result<_>>()?;
-            let out = node
-                .layer
-                .forward_with(tape, &ins, layer_params.filter(|p| !p.is_empty()))
-                .map_err(|e| LayersError::Forward {
-                    node: node.name.clone(),
+            let forward_err = |node: &Node<T>| {
+                let name = node.name.clone();
+                move |e| LayersError::Forward {
+                    node: name,
                     source: e,
-                })?;
-            check_finite(node, out.value())?;
-            if let Some(slot) = values.get_mut(k + 1) {
-                *slot = Some(out);
+                }
+            };
+            if let Some(pool) = self.pool_before_activation(k) {
+                // max_pool(relu(x)) = relu(max_pool(x)) with the same gradient: the activation
+                // then runs on a quarter of the elements (see `pool_before_activation`).
+                let pooled = pool
+                    .layer
+                    .forward_constant(tape, &ins)
+                    .map_err(forward_err(pool))?;
+                let out = node
+                    .layer
+                    .forward_constant(tape, &[&pooled])
+                    .map_err(forward_err(node))?;
+                check_finite(pool, out.value())?;
+                if let Some(slot) = values.get_mut(k + 2) {
+                    *slot = Some(out);
+                }
+                pooled_early = true;
+            } else {
+                let out = node
+                    .layer
+                    .forward_with(tape, &ins, layer_params.filter(|p| !p.is_empty()))
+                    .map_err(forward_err(node))?;
+                check_finite(node, out.value())?;
+                if let Some(slot) = values.get_mut(k + 1) {
+                    *slot = Some(out);
+                }
             }
             for &i in &node.inputs {
                 if self.last_use.get(i) == Some(&k)
@@ -733,6 +760,33 @@ impl<T: Float> Model<T> {
             .get_mut(self.output)
             .and_then(Option::take)
             .ok_or_else(|| missing("<output>", format!("value {} is not computed", self.output)))
+    }
+
+    /// The max pool to run before node `k`, when node `k` is a ReLU or a clamp whose only
+    /// reader is the next node, a max pool (and the model does not return its output).
+    ///
+    /// A nondecreasing activation f commutes with a max, so max_pool(f(x)) = f(max_pool(x)),
+    /// bit for bit (NaN included: f passes it and the pool selects it either way). The
+    /// gradients agree too: where the window's maximum is in f's increasing part, both orders
+    /// route the gradient to the same element (ties in f(x) there are ties in x); where f is
+    /// flat at the maximum (x ≤ 0 for ReLU, saturated for a clamp), both give 0 — the separate
+    /// order picks an element whose f-gradient is 0, the pooled order masks the pooled value.
+    /// Guided backpropagation's extra `dY > 0` condition is applied to the same dY either way
+    /// only if no input element is in two windows (the separate order tests the sum of the
+    /// windows' gradients, the pooled order each one), so the pool's windows must not overlap:
+    /// stride ≥ kernel, dilation 1 (every window then holds at least one input element, as
+    /// padding is at most half the kernel).
+    fn pool_before_activation(&self, k: usize) -> Option<&Node<T>> {
+        let node = self.nodes.get(k)?;
+        let next = self.nodes.get(k + 1)?;
+        let activation = matches!(node.layer, Layer::Relu | Layer::Clamp { .. });
+        // Windows that do not overlap: see above.
+        let pool = matches!(&next.layer, Layer::MaxPool2d(p)
+            if p.dilation == [1, 1] && p.stride[0] >= p.kernel[0] && p.stride[1] >= p.kernel[1]);
+        // Values are numbered from 1 for node outputs: node k writes value k + 1, and its last
+        // reader being node k + 1 (which reads nothing else) makes it the only reader.
+        (activation && pool && next.inputs == [k + 1] && self.last_use.get(k + 1) == Some(&(k + 1)))
+            .then_some(next)
     }
 
     /// Folds each inference batch norm that directly follows a convolution (and is its only
@@ -789,5 +843,122 @@ impl<T: Float> Model<T> {
             }
             self.nodes[k].layer = Layer::Identity;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smoothgrad_autodiff::{BackwardOptions, Conv2dParams, Pool2dParams};
+
+    fn node<T: Float>(name: &str, layer: Layer<T>, inputs: &[usize]) -> Node<T> {
+        Node {
+            name: name.into(),
+            layer,
+            inputs: inputs.to_vec(),
+        }
+    }
+
+    /// Values on a grid of eighths in [-`r`, `r`], so that sums are exact and ties and zeros
+    /// are common.
+    fn eighths<T: Float>(dims: &[usize], r: f64, seed: u64) -> Tensor<T> {
+        Tensor::<T>::uniform(dims, -r, r, seed)
+            .unwrap()
+            .map(|v| T::from_f64((v.as_f64() * 8.0).round() / 8.0))
+    }
+
+    /// conv → ReLU → 2×2 max pool → conv → clamp → 3×3/3 max pool (padded) → linear; with
+    /// `barrier`, an identity between each activation and its pool, which keeps the separate
+    /// order.
+    fn model<T: Float>(barrier: bool) -> Model<T> {
+        let conv = |o, c, seed| Layer::Conv2d {
+            weight: eighths(&[o, c, 3, 3], 0.25, seed),
+            bias: Some(eighths(&[o], 0.5, seed + 1)),
+            params: Conv2dParams::new().padding(1),
+        };
+        let mut padded = Pool2dParams::new(3);
+        padded.padding = [1, 1];
+        let mut nodes = vec![
+            node("conv1", conv(4, 2, 1), &[0]),
+            node("relu", Layer::Relu, &[1]),
+            node("pool1", Layer::MaxPool2d(Pool2dParams::new(2)), &[2]),
+            node("conv2", conv(3, 4, 3), &[3]),
+            node(
+                "clamp",
+                Layer::Clamp {
+                    low: 0.0,
+                    high: 1.5,
+                },
+                &[4],
+            ),
+            node("pool2", Layer::MaxPool2d(padded), &[5]),
+            node("flat", Layer::Flatten { start_dim: 1 }, &[6]),
+            node(
+                "fc",
+                Layer::Linear {
+                    weight: eighths(&[5, 3 * 3 * 3], 1.0, 5),
+                    bias: None,
+                },
+                &[7],
+            ),
+        ];
+        if barrier {
+            // Identities after the activations; every later input index moves up.
+            nodes.insert(2, node("keep1", Layer::Identity, &[2]));
+            nodes.insert(6, node("keep2", Layer::Identity, &[6]));
+            for (k, n) in nodes.iter_mut().enumerate() {
+                if !matches!(n.layer, Layer::Identity) && k > 0 {
+                    n.inputs = vec![k];
+                }
+            }
+        }
+        let output = nodes.len();
+        Model::new("reorder", &[2, 16, 16], nodes, output).unwrap()
+    }
+
+    fn logits_and_grads<T: Float>(model: &Model<T>, guided: bool) -> (Vec<u64>, Vec<u64>) {
+        let mut tape = Tape::new();
+        let x = tape.var(eighths::<T>(&[3, 2, 16, 16], 1.0, 9));
+        let y = model.forward(&mut tape, &x).unwrap();
+        let seed = eighths::<T>(&[3, 5], 1.0, 10);
+        let g = tape
+            .backward_with(&y, &seed, BackwardOptions { guided })
+            .unwrap();
+        let bits = |t: &Tensor<T>| t.as_slice().iter().map(|v| v.as_f64().to_bits()).collect();
+        (bits(y.value()), bits(g.get(&x).unwrap()))
+    }
+
+    fn check<T: Float>() {
+        let (fused, separate) = (model::<T>(false), model::<T>(true));
+        assert!(fused.pool_before_activation(1).is_some());
+        assert!(fused.pool_before_activation(4).is_some());
+        assert!(separate.pool_before_activation(1).is_none());
+        for guided in [false, true] {
+            let (a, b) = (
+                logits_and_grads(&fused, guided),
+                logits_and_grads(&separate, guided),
+            );
+            assert_eq!(a.0, b.0, "logits, guided {guided}");
+            assert_eq!(a.1, b.1, "input gradient, guided {guided}");
+            // The case is not degenerate: many input elements get a gradient.
+            let nonzero = a.1.iter().filter(|&&v| f64::from_bits(v) != 0.0).count();
+            assert!(nonzero > 100, "{nonzero} nonzero, guided {guided}");
+        }
+    }
+
+    #[test]
+    fn pooling_before_the_activation_changes_no_bit() {
+        check::<f32>();
+        check::<f64>();
+    }
+
+    #[test]
+    fn overlapping_pools_keep_the_separate_order() {
+        let mut m = model::<f32>(false);
+        if let Layer::MaxPool2d(p) = &mut m.nodes[2].layer {
+            p.stride = [1, 1];
+        }
+        assert!(m.pool_before_activation(1).is_none());
+        assert!(m.pool_before_activation(4).is_some());
     }
 }
