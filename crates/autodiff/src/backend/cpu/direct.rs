@@ -103,6 +103,9 @@ multiversion! {
     )
 }
 
+/// Outputs a block of [`fwd_plane`] keeps in registers while it runs through the taps.
+const BLOCK: usize = 128;
+
 #[inline(always)]
 fn fwd_plane_impl<T: Float>(
     xp: &[T],
@@ -113,14 +116,38 @@ fn fwd_plane_impl<T: Float>(
     wp: usize,
     y: &mut [T],
 ) {
-    y.fill(b);
-    let len = y.len();
+    // Per output: the bias, then the taps in (i, j) order — in registers for whole blocks
+    // (one load of x per tap and output, no load/store of y per tap), then the tail the same
+    // way. (Helpers, not closures: a closure is compiled without the target features.)
+    let blocks = y.len() / BLOCK;
+    for (k, y_b) in y.chunks_exact_mut(BLOCK).enumerate() {
+        let mut acc = [b; BLOCK];
+        fwd_taps(xp, w_o, kh, kw, wp, k * BLOCK, &mut acc);
+        y_b.copy_from_slice(&acc);
+    }
+    let tail = &mut y[blocks * BLOCK..];
+    tail.fill(b);
+    fwd_taps(xp, w_o, kh, kw, wp, blocks * BLOCK, tail);
+}
+
+/// `out += Σ_(i, j) w_o[i, j]·xp[i·wp + j + at ..]`, taps in (i, j) order.
+#[inline(always)]
+fn fwd_taps<T: Float>(
+    xp: &[T],
+    w_o: &[T],
+    kh: usize,
+    kw: usize,
+    wp: usize,
+    at: usize,
+    out: &mut [T],
+) {
+    let len = out.len();
     for i in 0..kh {
         for j in 0..kw {
             let wv = w_o[i * kw + j];
-            let src = &xp[i * wp + j..][..len];
-            for (yv, &xv) in y.iter_mut().zip(src) {
-                *yv += wv * xv;
+            let src = &xp[i * wp + j + at..][..len];
+            for (a, &xv) in out.iter_mut().zip(src) {
+                *a += wv * xv;
             }
         }
     }
@@ -142,15 +169,16 @@ pub(super) fn bwd_input<T: Float>(g: &Conv2dGeometry, dy: &[T], w: &[T], dx: &mu
     };
     for_each_chunk(dx, hw.max(1), |plane, dx_c| {
         let (n, c) = (plane / g.in_channels, plane % g.in_channels);
-        // The padded dY plane and the accumulated input plane, in this thread's scratch.
-        with_scratch(hp * wp + flat, |buf: &mut [T]| {
-            let (dyp, acc) = buf.split_at_mut(hp * wp);
-            acc.fill(T::zero());
-            for o in c * og..(c + 1) * og {
-                let dy_o = &dy[(n * g.out_channels + o) * p..][..p];
-                pad_into(dy_o, g.out_h, g.out_w, top, left, wp, dyp);
-                bwd_plane(dyp, &w[o * kh * kw..][..kh * kw], kh, kw, wp, acc);
+        // The group's padded dY planes and the accumulated input plane, in this thread's
+        // scratch.
+        with_scratch(og * hp * wp + flat, |buf: &mut [T]| {
+            let (dyp, acc) = buf.split_at_mut(og * hp * wp);
+            for (k, dyp_o) in dyp.chunks_exact_mut(hp * wp).enumerate() {
+                let dy_o = &dy[(n * g.out_channels + c * og + k) * p..][..p];
+                pad_into(dy_o, g.out_h, g.out_w, top, left, wp, dyp_o);
             }
+            let w_c = &w[c * og * kh * kw..][..og * kh * kw];
+            bwd_plane(dyp, w_c, og, kh, kw, wp, acc);
             for (ih, row) in dx_c.chunks_exact_mut(g.in_w.max(1)).enumerate() {
                 row.copy_from_slice(&acc[ih * wp..][..g.in_w]);
             }
@@ -159,19 +187,67 @@ pub(super) fn bwd_input<T: Float>(g: &Conv2dGeometry, dy: &[T], w: &[T], dx: &mu
 }
 
 multiversion! {
-    /// One output channel's contribution to an input plane of [`bwd_input`].
-    fn bwd_plane = bwd_plane_impl(dyp: &[T], w_o: &[T], kh: usize, kw: usize, wp: usize, acc: &mut [T])
+    /// An input plane of [`bwd_input`] from its group's `og` padded dY planes (`dyp`, each
+    /// `hp·wp` long) and their kernels (`w_c`).
+    fn bwd_plane = bwd_plane_impl(
+        dyp: &[T],
+        w_c: &[T],
+        og: usize,
+        kh: usize,
+        kw: usize,
+        wp: usize,
+        acc: &mut [T],
+    )
 }
 
 #[inline(always)]
-fn bwd_plane_impl<T: Float>(dyp: &[T], w_o: &[T], kh: usize, kw: usize, wp: usize, acc: &mut [T]) {
-    let len = acc.len();
-    for i in (0..kh).rev() {
-        for j in 0..kw {
-            let wv = w_o[i * kw + j];
-            let src = &dyp[(kh - 1 - i) * wp + (kw - 1 - j)..][..len];
-            for (a, &v) in acc.iter_mut().zip(src) {
-                *a += wv * v;
+fn bwd_plane_impl<T: Float>(
+    dyp: &[T],
+    w_c: &[T],
+    og: usize,
+    kh: usize,
+    kw: usize,
+    wp: usize,
+    acc: &mut [T],
+) {
+    // Per element: from 0, output channels in order, for each the taps with i descending and
+    // j ascending — in registers for whole blocks, then the tail the same way.
+    let blocks = acc.len() / BLOCK;
+    for (k, acc_b) in acc.chunks_exact_mut(BLOCK).enumerate() {
+        let mut a = [T::zero(); BLOCK];
+        bwd_taps(dyp, w_c, og, kh, kw, wp, k * BLOCK, &mut a);
+        acc_b.copy_from_slice(&a);
+    }
+    let tail = &mut acc[blocks * BLOCK..];
+    tail.fill(T::zero());
+    bwd_taps(dyp, w_c, og, kh, kw, wp, blocks * BLOCK, tail);
+}
+
+/// `out += Σ_o Σ_(i, j) w_c[o, i, j]·dyp[o][(kh − 1 − i)·wp + kw − 1 − j + at ..]`: output
+/// channels in order, for each the taps with i descending and j ascending.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn bwd_taps<T: Float>(
+    dyp: &[T],
+    w_c: &[T],
+    og: usize,
+    kh: usize,
+    kw: usize,
+    wp: usize,
+    at: usize,
+    out: &mut [T],
+) {
+    let plane = dyp.len() / og.max(1);
+    let len = out.len();
+    for o in 0..og {
+        let w_o = &w_c[o * kh * kw..][..kh * kw];
+        for i in (0..kh).rev() {
+            for j in 0..kw {
+                let wv = w_o[i * kw + j];
+                let src = &dyp[o * plane + (kh - 1 - i) * wp + (kw - 1 - j) + at..][..len];
+                for (a, &v) in out.iter_mut().zip(src) {
+                    *a += wv * v;
+                }
             }
         }
     }
