@@ -7,7 +7,10 @@
 //! an output computed on that padded width — `y[oh·Wp + ow]` — reads the tap (i, j) at
 //! `x_pad[(oh + i)·Wp + ow + j]`: the same offset `i·Wp + j` for every output, so a tap is a
 //! single contiguous axpy over the whole plane instead of one short row at a time with edge
-//! cases. The `kw − 1` extra columns per row are computed and dropped.
+//! cases. The `kw − 1` extra columns per row are computed and dropped. The outputs are taken in
+//! blocks of [`BLOCK`] that stay in registers while every tap (and, for the input gradient,
+//! every output channel of the group) is added: one load per tap and output, no round trip of
+//! the partial sums through memory.
 //!
 //! Summation order per output is the one of the row-by-row loop it replaces (forward: bias,
 //! then taps in (i, j) order; input gradient: output channels in order, for each taps with i
