@@ -88,61 +88,84 @@ multiversion! {
 /// Each output reads (2oh, 2ow), (2oh, 2ow + 1), (2oh + 1, 2ow), (2oh + 1, 2ow + 1) in that
 /// order with [`max_window`]'s rule (`v > best || v is NaN`, from the first tap): the first
 /// maximum in scan order, or the last NaN. That rule splits exactly into the horizontal pairs
-/// first (each row pair → its winner) and then the two winners, top preferred on a tie, so the
-/// first pass runs over the plane as one stream of pairs (vectorised) and the second over
-/// contiguous rows. Values and argmax match [`max_window`] bit for bit.
+/// first (each row pair → its winner) and then the two winners, top preferred on a tie. Both
+/// passes run as long loops over the whole plane, which is what lets them vectorise when rows
+/// are short (7 or 14 outputs in the small models: a loop per row never reaches its vector
+/// body):
+///
+/// 1. pairs: the winner of each horizontal pair and its index in the plane;
+/// 2. rows: every row of pair winners against the next one, as one stream — twice the
+///    comparisons needed, the odd rows' results are dropped;
+/// 3. the even rows' results are gathered into the plane's outputs with fixed-size copies of
+///    [`POOL_LANES`] (a row's last copy may spill into the next row's place, which that row then
+///    overwrites; the buffers have the slack), and the plane is copied out in one piece.
+///
+/// Values and argmax match [`max_window`] bit for bit.
 #[inline(always)]
 fn maxpool_planes_2x2_impl<T: Float>(g: &Pool2dGeometry, x: &[T], out: &mut [T], arg: &mut [u32]) {
     let (hw, p, w, ow_len) = (g.in_h * g.in_w, g.out_h * g.out_w, g.in_w, g.out_w);
     let rows = 2 * g.out_h;
-    let mut hv = vec![T::zero(); rows * ow_len];
-    let mut hi = vec![0u32; rows * ow_len];
+    let pairs_len = rows * ow_len;
+    // Pair winners per input row; each row against the next; the plane's outputs.
+    let mut hv = vec![T::zero(); pairs_len];
+    let mut hi = vec![0u32; pairs_len];
+    let mut dv = vec![T::zero(); pairs_len + POOL_LANES];
+    let mut di = vec![0u32; pairs_len + POOL_LANES];
+    let mut ov = vec![T::zero(); p + POOL_LANES];
+    let mut oi = vec![0u32; p + POOL_LANES];
     for ((x_p, out_p), arg_p) in x.chunks(hw).zip(out.chunks_mut(p)).zip(arg.chunks_mut(p)) {
         if w == 2 * ow_len {
-            pairs(&x_p[..rows * w], &mut hv, &mut hi);
+            pairs(&x_p[..rows * w], 0, &mut hv, &mut hi);
         } else {
             for r in 0..rows {
                 let span = r * ow_len..(r + 1) * ow_len;
                 pairs(
                     &x_p[r * w..][..2 * ow_len],
+                    (r * w) as u32,
                     &mut hv[span.clone()],
                     &mut hi[span],
                 );
             }
         }
+        let n = pairs_len.saturating_sub(ow_len);
+        let (tv, ti) = (&hv[..n], &hi[..n]);
+        let (bv, bi) = (&hv[ow_len..][..n], &hi[ow_len..][..n]);
+        let (dv_n, di_n) = (&mut dv[..n], &mut di[..n]);
+        for j in 0..n {
+            let take = (bv[j] > tv[j]) | bv[j].is_nan();
+            dv_n[j] = if take { bv[j] } else { tv[j] };
+            // The index select as a mask (a `select` on it kept the loop scalar).
+            let m = (take as u32).wrapping_neg();
+            di_n[j] = ti[j] ^ ((ti[j] ^ bi[j]) & m);
+        }
         for oh in 0..g.out_h {
-            let (t, b) = (2 * oh * ow_len, (2 * oh + 1) * ow_len);
-            let (tv, ti) = (&hv[t..][..ow_len], &hi[t..][..ow_len]);
-            let (bv, bi) = (&hv[b..][..ow_len], &hi[b..][..ow_len]);
-            let out_r = &mut out_p[oh * ow_len..][..ow_len];
-            let arg_r = &mut arg_p[oh * ow_len..][..ow_len];
-            let top_at = (2 * oh * w) as u32;
-            let bottom_at = top_at + w as u32;
-            for ow in 0..ow_len {
-                let take = (bv[ow] > tv[ow]) | bv[ow].is_nan();
-                let col = 2 * ow as u32;
-                out_r[ow] = if take { bv[ow] } else { tv[ow] };
-                arg_r[ow] = if take {
-                    bottom_at + col + bi[ow]
-                } else {
-                    top_at + col + ti[ow]
-                };
+            let (from, to) = (2 * oh * ow_len, oh * ow_len);
+            for c in (0..ow_len).step_by(POOL_LANES) {
+                let v: &[T; POOL_LANES] = dv[from + c..][..POOL_LANES].try_into().unwrap();
+                let i: &[u32; POOL_LANES] = di[from + c..][..POOL_LANES].try_into().unwrap();
+                ov[to + c..][..POOL_LANES].copy_from_slice(v);
+                oi[to + c..][..POOL_LANES].copy_from_slice(i);
             }
         }
+        out_p.copy_from_slice(&ov[..p]);
+        arg_p.copy_from_slice(&oi[..p]);
     }
 }
 
-/// `v[k], i[k]` = the winner of the pair `(x[2k], x[2k + 1])` by the scalar rule and which of
-/// the two it is (0 or 1).
+/// Width of [`maxpool_planes_2x2`]'s fixed-size copies (one AVX-512 register of f32).
+const POOL_LANES: usize = 16;
+
+/// `v[k], i[k]` = the winner of the pair `(x[2k], x[2k + 1])` by the scalar rule and its
+/// index, `first + 2k` or `first + 2k + 1`.
 #[inline(always)]
-fn pairs<T: Float>(x: &[T], v: &mut [T], i: &mut [u32]) {
+fn pairs<T: Float>(x: &[T], first: u32, v: &mut [T], i: &mut [u32]) {
     let n = v.len().min(i.len()).min(x.len() / 2);
     let (x, v, i) = (&x[..2 * n], &mut v[..n], &mut i[..n]);
     for k in 0..n {
         let (a, b) = (x[2 * k], x[2 * k + 1]);
         let take = (b > a) | b.is_nan();
         v[k] = if take { b } else { a };
-        i[k] = u32::from(take);
+        i[k] = first + 2 * k as u32 + u32::from(take);
     }
 }
 
