@@ -177,13 +177,13 @@ fn fill_groups_imp(seed: u64, stream: u32, first_block: u64, out: &mut [f32]) {
         let first = first_block + (g * LANES) as u64;
         // Counter words lane by lane (lane l = block first + l), then the ten rounds of
         // `philox4x32_10` on all lanes at once.
-        let mut c = [[0u32; LANES]; 4];
-        for l in 0..LANES {
-            let block = first + l as u64;
-            c[0][l] = block as u32;
-            c[1][l] = (block >> 32) as u32;
-            c[2][l] = stream;
-        }
+        let block = |l: usize| first + l as u64;
+        let mut c = [
+            std::array::from_fn(|l| block(l) as u32),
+            std::array::from_fn(|l| (block(l) >> 32) as u32),
+            [stream; LANES],
+            [0u32; LANES],
+        ];
         let mut k = [seed as u32, (seed >> 32) as u32];
         for round in 0..10 {
             if round > 0 {

@@ -141,10 +141,8 @@ fn maxpool_planes_2x2_impl<T: Float>(g: &Pool2dGeometry, x: &[T], out: &mut [T],
         for oh in 0..g.out_h {
             let (from, to) = (2 * oh * ow_len, oh * ow_len);
             for c in (0..ow_len).step_by(POOL_LANES) {
-                let v: &[T; POOL_LANES] = dv[from + c..][..POOL_LANES].try_into().unwrap();
-                let i: &[u32; POOL_LANES] = di[from + c..][..POOL_LANES].try_into().unwrap();
-                ov[to + c..][..POOL_LANES].copy_from_slice(v);
-                oi[to + c..][..POOL_LANES].copy_from_slice(i);
+                ov[to + c..][..POOL_LANES].copy_from_slice(&dv[from + c..][..POOL_LANES]);
+                oi[to + c..][..POOL_LANES].copy_from_slice(&di[from + c..][..POOL_LANES]);
             }
         }
         out_p.copy_from_slice(&ov[..p]);
