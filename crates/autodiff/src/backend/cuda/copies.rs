@@ -9,9 +9,9 @@ use crate::shape::Shape;
 
 impl CudaContext {
     /// `count` noisy copies of `x[1, ...]`: `out[i, e] = x[e] + sigma · normal(seed, first + i, e)`,
-    /// the CPU's `noisy_copies_fwd` with `NoiseSource::Philox { seed }`. The integer stream is
-    /// identical; the normals differ from the CPU's by at most about 1e-6 (libm vs the kernel's
-    /// polynomials, see `docs/cuda.md`).
+    /// the CPU's `noisy_copies_fwd` with `NoiseSource::Philox { seed }`. The draws are the CPU's
+    /// bit for bit (the same Philox stream and the same Cephes steps, see `docs/cuda.md`); x + σ·z
+    /// may round once (FMA) or twice.
     pub fn noisy_copies(
         &self,
         x: &CudaTensor,
