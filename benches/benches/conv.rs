@@ -84,15 +84,20 @@ fn conv2d(c: &mut Criterion) {
             let mut dw = vec![0f32; w.len()];
             let mut y = vec![0f32; dy.len()];
             group.throughput(Throughput::Elements(2 * g.macs()));
-            // The forward and input gradient run both ways side by side: im2col + GEMM, and
-            // the fastest algorithm for the shape (Winograd F(4×4,3×3) where it applies).
-            let algorithms: &[(&str, ConvAlgorithm)] = if kernel == "conv2d_bwd_weight" {
-                &[("", ConvAlgorithm::Im2col)]
-            } else {
-                &[
+            // The forward and input gradient run side by side: im2col + GEMM, and the fastest
+            // algorithm for the shape (Winograd F(4×4,3×3) where it applies); the forward also
+            // as the default takes it (Winograd F(2×2,3×3)).
+            let algorithms: &[(&str, ConvAlgorithm)] = match kernel {
+                "conv2d_bwd_weight" => &[("", ConvAlgorithm::Im2col)],
+                "conv2d_fwd" => &[
+                    ("/im2col", ConvAlgorithm::Im2col),
+                    ("/winograd", ConvAlgorithm::Winograd),
+                    ("/fastest", ConvAlgorithm::Fastest),
+                ],
+                _ => &[
                     ("/im2col", ConvAlgorithm::Im2col),
                     ("/fastest", ConvAlgorithm::Fastest),
-                ]
+                ],
             };
             for &(suffix, algorithm) in algorithms {
                 set_conv_algorithm(algorithm);
@@ -106,7 +111,7 @@ fn conv2d(c: &mut Criterion) {
                     _ => b.iter(|| conv2d_bwd_weight(&g, black_box(&dy), &x, &mut dw)),
                 });
             }
-            set_conv_algorithm(ConvAlgorithm::WinogradBackward);
+            set_conv_algorithm(ConvAlgorithm::Winograd);
         }
         group.finish();
     }

@@ -65,11 +65,12 @@ pub struct BenchArgs {
     /// cores.
     #[arg(long, value_enum, default_value_t = Precision::Fp32)]
     precision: Precision,
-    /// Convolution algorithm on the CPU: winograd-backward (the default: im2col forward,
-    /// Winograd F(4×4,3×3) input gradient, the same ReLU decisions as im2col), im2col (+ GEMM
-    /// both ways, PyTorch's summation-order class) or fastest (Winograd forward too: ≈ 10× the
-    /// f32 rounding per layer, which flips near-zero ReLUs).
-    #[arg(long, value_enum, default_value_t = ConvChoice::WinogradBackward)]
+    /// Convolution algorithm on the CPU: winograd (the default: Winograd F(2×2,3×3) forward,
+    /// rounding close to im2col's, and F(4×4,3×3) input gradient), winograd-backward (im2col
+    /// forward: the same ReLU decisions as im2col), im2col (+ GEMM both ways, PyTorch's
+    /// summation-order class) or fastest (F(4×4,3×3) forward too: ≈ 10× the f32 rounding per
+    /// layer, which flips near-zero ReLUs).
+    #[arg(long, value_enum, default_value_t = ConvChoice::Winograd)]
     conv: ConvChoice,
     /// Write the measurements as JSON.
     #[arg(long, value_name = "FILE")]
@@ -111,7 +112,7 @@ impl<'m> Engine<'m> {
         if args.precision != Precision::Fp32 && args.device != Device::Cuda {
             bail!("--precision tf32 applies to --device cuda only");
         }
-        if args.conv != ConvChoice::WinogradBackward && args.device != Device::Cpu {
+        if args.conv != ConvChoice::Winograd && args.device != Device::Cpu {
             bail!("--conv applies to --device cpu only");
         }
         args.conv.apply();

@@ -18,6 +18,8 @@ pub enum ConvChoice {
     Im2col,
     /// im2col forward, Winograd F(4×4,3×3) input gradient: the same ReLU decisions as im2col.
     WinogradBackward,
+    /// Winograd F(2×2,3×3) forward (rounding close to im2col's), F(4×4,3×3) input gradient.
+    Winograd,
     /// Winograd forward too: fastest, but its rounding flips near-zero ReLUs.
     Fastest,
 }
@@ -29,6 +31,7 @@ impl ConvChoice {
         set_conv_algorithm(match self {
             ConvChoice::Im2col => ConvAlgorithm::Im2col,
             ConvChoice::WinogradBackward => ConvAlgorithm::WinogradBackward,
+            ConvChoice::Winograd => ConvAlgorithm::Winograd,
             ConvChoice::Fastest => ConvAlgorithm::Fastest,
         });
     }

@@ -87,11 +87,13 @@ pub struct ExplainArgs {
     /// the adapter's SHADER_F16 feature).
     #[arg(long, value_enum, default_value_t = PrecisionName::F32)]
     precision: PrecisionName,
-    /// Convolution algorithm on the CPU: winograd-backward (the default: im2col forward, the
-    /// same predictions and ReLU decisions as im2col; Winograd input gradient, maps within
-    /// ≈ 1e-6 of im2col's), im2col (+ GEMM both ways: PyTorch's summation order, the last
-    /// digit), or fastest (Winograd forward too; its rounding can flip near-zero ReLUs).
-    #[arg(long, value_enum, default_value_t = ConvChoice::WinogradBackward)]
+    /// Convolution algorithm on the CPU: winograd (the default: Winograd F(2×2,3×3) forward,
+    /// whose rounding stays close to im2col's, and F(4×4,3×3) input gradient),
+    /// winograd-backward (im2col forward: the same predictions and ReLU decisions as im2col;
+    /// maps within ≈ 1e-6 of im2col's), im2col (+ GEMM both ways: PyTorch's summation order,
+    /// the last digit), or fastest (F(4×4,3×3) forward too; its rounding can flip near-zero
+    /// ReLUs).
+    #[arg(long, value_enum, default_value_t = ConvChoice::Winograd)]
     conv: ConvChoice,
     /// Working memory of the noisy copies in flight, in MiB (CPU: all chunks running side by
     /// side; GPU: one chunk) [default: 256 on the CPU, 128 on a GPU].
@@ -352,7 +354,7 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
         OutputName::Logit => Output::Logit,
         OutputName::Probability => Output::Probability,
     };
-    if args.conv != ConvChoice::WinogradBackward && args.device != Device::Cpu {
+    if args.conv != ConvChoice::Winograd && args.device != Device::Cpu {
         return Err(usage("--conv applies to --device cpu only"));
     }
     args.conv.apply();

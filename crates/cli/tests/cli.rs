@@ -152,7 +152,7 @@ fn conv_algorithms_agree() {
     let exact = run("im2col");
     let scale = exact.as_slice().iter().fold(0.0f32, |m, v| m.max(v.abs()));
     assert!(scale > 0.0);
-    for conv in ["winograd-backward", "fastest"] {
+    for conv in ["winograd", "winograd-backward", "fastest"] {
         let map = run(conv);
         for (x, y) in exact.as_slice().iter().zip(map.as_slice()) {
             assert!((x - y).abs() <= 1e-4 * scale, "--conv {conv}: {x} vs {y}");

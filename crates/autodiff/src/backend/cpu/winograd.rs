@@ -1,25 +1,34 @@
-//! Winograd F(4×4, 3×3) convolution: 3×3, stride-1 convolutions with 2.25× … 4× fewer
-//! multiplications than the im2col GEMM, for the forward pass and for the input gradient (which,
-//! for a stride-1 3×3 convolution, is itself a stride-1 3×3 convolution of dY with the weights
-//! flipped and transposed).
+//! Winograd convolution F(m×m, 3×3) with m = 2 or 4: 3×3, stride-1 convolutions with fewer
+//! multiplications than the im2col GEMM (2.25× fewer for F(2×2), 4× for F(4×4)), for the forward
+//! pass and for the input gradient (which, for a stride-1 3×3 convolution, is itself a stride-1
+//! 3×3 convolution of dY with the weights flipped and transposed).
 //!
-//! Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (2016). Each 4×4 output
-//! tile is `Aᵀ [ Σ_c (G g_kc Gᵀ) ⊙ (Bᵀ d_c B) ] A` where `d_c` is the 6×6 input patch of channel
-//! c. The sum over channels of the 36 element-wise products is 36 independent GEMMs,
-//! `M[ξ] (K×T) = U[ξ] (K×C) · V[ξ] (C×T)` over the T tiles of a block, run on the packed
-//! `gemm` kernels. Per 4×4 tile and channel pair that is 36 multiply-adds instead of 144.
+//! Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (2016). Each m×m output
+//! tile is `Aᵀ [ Σ_c (G g_kc Gᵀ) ⊙ (Bᵀ d_c B) ] A` where `d_c` is the a×a (a = m + 2) input
+//! patch of channel c. The sum over channels of the a² element-wise products is a² independent
+//! GEMMs, `M[ξ] (K×T) = U[ξ] (K×C) · V[ξ] (C×T)` over the T tiles of a block, run on the packed
+//! `gemm` kernels. Per tile and channel pair that is a² multiply-adds instead of 9·m².
 //!
-//! Layout and vectorisation: a block is a run of consecutive tile rows (a tile row is 4 output
-//! rows of one sample). The input transform copies the 6 input rows of a tile row into four
-//! "phase" arrays (padded column `4i + p` goes to `phase[p][i]`), so that both 1-D transforms
-//! run on contiguous vectors over the tiles of the row; the output transform does the same in
-//! reverse. Blocks run in parallel on the rayon pool, each with its own scratch.
+//! Layout and vectorisation. A block is a run of consecutive tile rows (a tile row is m output
+//! rows of one sample). Tile rows are short (2–16 tiles on the benchmark models), so nothing in
+//! the transforms loops over one row: every pass is one long stream over the whole block.
+//! - The input transform cuts the block's zero-padded input into *groups* of m rows (group g
+//!   holds padded rows m·g … m·g + m − 1; tile row ty reads groups ty and ty + 1) and splits
+//!   every row into its m column phases (padded column m·x + ρ goes to phase ρ, position x), so
+//!   that patch element (r, b) of every tile of the block is one contiguous run: phase (r mod m,
+//!   b mod m), shifted by ⌊r/m⌋ groups and ⌊b/m⌋ columns. Each group row has one column more
+//!   than there are tiles (the last patch reaches into it); the transforms run over those extra
+//!   positions too, and a final copy per tile row leaves them out of the GEMM operand.
+//! - The output transform runs Aᵀ over the GEMM results as flat vectors over the tiles and
+//!   interleaves each output row of the block in one pass (column m·tx + c).
 //!
-//! Accuracy (f32): the transforms scale values by up to 8 (A) and 5 (B), so rounding errors
-//! are larger than the direct sum's. Measured against an f64 direct convolution on random
-//! N(0,1) data, C = K = 64 … 256: max |error| / max |y| ≈ 1e-6, relative L2 ≈ 3e-7 (test
-//! `winograd_f32_error_is_small`); im2col's own f32 error is ≈ 1e-7. Only f32 uses this path
-//! (the f64 reference path stays exact-order im2col).
+//! Blocks run in parallel on the rayon pool, each with its own scratch.
+//!
+//! Accuracy (f32): F(4×4)'s transforms scale values by up to 8 (A) and 5 (B), so its rounding
+//! errors are ≈ 10× im2col's: against an f64 direct convolution on random N(0,1) data,
+//! C = K = 64 … 256, max |error| / max |y| ≈ 1e-6, relative L2 ≈ 3e-7 (test
+//! `winograd_f32_error_is_small`; im2col ≈ 1e-7). F(2×2)'s transforms use only 0, ±1 and ±½:
+//! its errors are close to im2col's.
 
 use super::conv::{Slot, with_scratch, with_scratch_in};
 use super::gemm::{MatRef, Threads, matmul};
@@ -28,30 +37,44 @@ use crate::element::Float;
 use crate::ops::geometry::Conv2dGeometry;
 use rayon::prelude::*;
 
-/// Output tile side (m) and input patch side (m + 2).
-const M: usize = 4;
-const A: usize = 6;
-const XI: usize = A * A;
-
-/// Tiles per block (GEMM width) the planner aims at.
-const TARGET_TILES: usize = 144;
-
-/// Whether the forward convolution of `g` should take the Winograd path.
-pub(super) fn fits_fwd(g: &Conv2dGeometry) -> bool {
-    shape_fits(g)
-        && g.in_channels >= 16
-        && g.out_channels >= 16
-        && enough_tiles(g.batch, g.out_h, g.out_w)
+/// The Winograd variant: output tile side m.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Tile {
+    /// F(2×2, 3×3): 4×4 patches, 16 GEMMs.
+    F2,
+    /// F(4×4, 3×3): 6×6 patches, 36 GEMMs.
+    F4,
 }
 
-/// Whether the input gradient of `g` should take the Winograd path.
-pub(super) fn fits_bwd_input(g: &Conv2dGeometry) -> bool {
-    shape_fits(g)
-        && g.in_channels >= 16
-        && g.out_channels >= 16
-        && g.pad[0] <= 2
-        && g.pad[1] <= 2
-        && enough_tiles(g.batch, g.in_h, g.in_w)
+impl Tile {
+    fn m(self) -> usize {
+        match self {
+            Tile::F2 => 2,
+            Tile::F4 => 4,
+        }
+    }
+
+    /// Tiles per block (GEMM width) the planner aims at.
+    fn target_tiles(self) -> usize {
+        match self {
+            Tile::F2 => 256,
+            Tile::F4 => 144,
+        }
+    }
+}
+
+/// Extra columns after each row of the GEMM operands V and M: the per-tile-row copies into V
+/// move 16 elements at a time and may run past a row's `nt` tiles into them.
+const SLACK: usize = 16;
+
+/// Whether the forward convolution of `g` should take the Winograd path with tiles `tile`.
+pub(super) fn fits_fwd(g: &Conv2dGeometry, tile: Tile) -> bool {
+    shape_fits(g) && enough_tiles(g.batch, g.out_h, g.out_w, tile.m())
+}
+
+/// Whether the input gradient of `g` should take the Winograd path with tiles `tile`.
+pub(super) fn fits_bwd_input(g: &Conv2dGeometry, tile: Tile) -> bool {
+    shape_fits(g) && enough_tiles(g.batch, g.in_h, g.in_w, tile.m())
 }
 
 fn shape_fits(g: &Conv2dGeometry) -> bool {
@@ -60,6 +83,10 @@ fn shape_fits(g: &Conv2dGeometry) -> bool {
         && g.stride == [1, 1]
         && g.dilation == [1, 1]
         && g.groups == 1
+        && g.in_channels >= 16
+        && g.out_channels >= 16
+        && g.pad[0] <= 2
+        && g.pad[1] <= 2
         && g.out_h > 0
         && g.out_w > 0
         && g.in_h > 0
@@ -67,9 +94,9 @@ fn shape_fits(g: &Conv2dGeometry) -> bool {
 }
 
 /// Small planes waste most of a tile's outputs, and few tiles make thin GEMMs: im2col wins.
-fn enough_tiles(batch: usize, h: usize, w: usize) -> bool {
-    let tiles = batch * h.div_ceil(M) * w.div_ceil(M);
-    let useful = (h * w) as f64 / ((h.div_ceil(M) * M) * (w.div_ceil(M) * M)) as f64;
+fn enough_tiles(batch: usize, h: usize, w: usize, m: usize) -> bool {
+    let tiles = batch * h.div_ceil(m) * w.div_ceil(m);
+    let useful = (h * w) as f64 / ((h.div_ceil(m) * m) * (w.div_ceil(m) * m)) as f64;
     tiles >= 48 && useful >= 0.7
 }
 
@@ -80,45 +107,68 @@ pub(super) fn conv3x3_fwd<T: Float>(
     w: &[T],
     bias: Option<&[T]>,
     out: &mut [T],
+    tile: Tile,
 ) {
-    let (k, c) = (g.out_channels, g.in_channels);
     let p = Problem {
         batch: g.batch,
-        c,
+        c: g.in_channels,
         h: g.in_h,
         w: g.in_w,
-        k,
+        k: g.out_channels,
         oh: g.out_h,
         ow: g.out_w,
-        pad_t: g.pad[0] as isize,
-        pad_l: g.pad[1] as isize,
+        pad_t: g.pad[0],
+        pad_l: g.pad[1],
     };
-    with_scratch_in(Slot::Weights, k * XI * c, |u: &mut [T]| {
-        transform_weights(w, k, c, false, u);
-        run(&p, x, u, bias, out);
-    });
+    match tile {
+        Tile::F2 => convolve::<T, F2x2, 2, 4>(&p, x, w, false, bias, out),
+        Tile::F4 => convolve::<T, F4x4, 4, 6>(&p, x, w, false, bias, out),
+    }
 }
 
 /// dx[N,C,H,W] from dy[N,K,OH,OW] for a 3×3 stride-1 convolution. `dx` is overwritten.
 ///
 /// dx[c][i][j] = Σ_k Σ_{a,b} w[k][c][a][b] · dy[k][i + pt − a][j + pl − b]: a stride-1 3×3
 /// convolution of dy with w'[c][k][a][b] = w[k][c][2−a][2−b] and padding 2 − pt, 2 − pl.
-pub(super) fn conv3x3_bwd_input<T: Float>(g: &Conv2dGeometry, dy: &[T], w: &[T], dx: &mut [T]) {
-    let (k, c) = (g.out_channels, g.in_channels);
+pub(super) fn conv3x3_bwd_input<T: Float>(
+    g: &Conv2dGeometry,
+    dy: &[T],
+    w: &[T],
+    dx: &mut [T],
+    tile: Tile,
+) {
     let p = Problem {
         batch: g.batch,
-        c: k,
+        c: g.out_channels,
         h: g.out_h,
         w: g.out_w,
-        k: c,
+        k: g.in_channels,
         oh: g.in_h,
         ow: g.in_w,
-        pad_t: 2 - g.pad[0] as isize,
-        pad_l: 2 - g.pad[1] as isize,
+        pad_t: 2 - g.pad[0],
+        pad_l: 2 - g.pad[1],
     };
-    with_scratch_in(Slot::Weights, k * XI * c, |u: &mut [T]| {
-        transform_weights(w, k, c, true, u);
-        run(&p, dy, u, None, dx);
+    match tile {
+        Tile::F2 => convolve::<T, F2x2, 2, 4>(&p, dy, w, true, None, dx),
+        Tile::F4 => convolve::<T, F4x4, 4, 6>(&p, dy, w, true, None, dx),
+    }
+}
+
+/// Transforms the weights (flipped and transposed with `flip`) and runs the blocks.
+fn convolve<T: Float, V: Variant<M, A>, const M: usize, const A: usize>(
+    p: &Problem,
+    x: &[T],
+    w: &[T],
+    flip: bool,
+    bias: Option<&[T]>,
+    out: &mut [T],
+) {
+    // The weights as given are [K, C, 3, 3] in the forward and [C, K, 3, 3] (read transposed)
+    // in the input gradient: their first two dimensions are the problem's k, c or c, k.
+    let (wk, wc) = if flip { (p.c, p.k) } else { (p.k, p.c) };
+    with_scratch_in(Slot::Weights, p.k * A * A * p.c, |u: &mut [T]| {
+        transform_weights::<T, V, M, A>(w, wk, wc, flip, u);
+        run::<T, V, M, A>(p, x, u, bias, out);
     });
 }
 
@@ -133,17 +183,141 @@ struct Problem {
     k: usize,
     oh: usize,
     ow: usize,
-    /// Padding before the first row / column (may be 0, 1 or 2).
-    pad_t: isize,
-    pad_l: isize,
+    /// Padding before the first row / column (0, 1 or 2).
+    pad_t: usize,
+    pad_l: usize,
 }
 
-/// U[k][ξ][c] = (G g Gᵀ)[ξ] for each kernel g = w[k][c]; with `flip`, U[c][ξ][k] for the
-/// flipped and transposed kernel w'[c][k] = w[k][c] rotated 180°. Row r of the GEMM operand
-/// for ξ is then at `r·36·cols + ξ·cols` (see `block`).
-fn transform_weights<T: Float>(w: &[T], k: usize, c: usize, flip: bool, u: &mut [T]) {
+/// The transforms of one variant F(M×M, 3×3), A = M + 2: G (3 → A), Bᵀ (A → A) and Aᵀ (A → M),
+/// each applied element-wise to vectors.
+trait Variant<const M: usize, const A: usize> {
+    /// G · g for one 3-vector.
+    fn g<T: Float>(g: [T; 3]) -> [T; A];
+    /// Bᵀ d for A vectors.
+    fn bt<T: Float>(d: [&[T]; A], out: [&mut [T]; A]);
+    /// Aᵀ m for A vectors: M outputs.
+    fn at<T: Float>(m: [&[T]; A], out: [&mut [T]; M]);
+}
+
+/// F(4×4, 3×3) (Lavin & Gray's interpolation points 0, ±1, ±2, ∞).
+struct F4x4;
+
+impl Variant<4, 6> for F4x4 {
+    #[inline(always)]
+    fn g<T: Float>(g: [T; 3]) -> [T; 6] {
+        let [g0, g1, g2] = g;
+        let (quarter, sixth, twelfth, f24) = (
+            T::from_f64(0.25),
+            T::from_f64(1.0 / 6.0),
+            T::from_f64(1.0 / 12.0),
+            T::from_f64(1.0 / 24.0),
+        );
+        [
+            g0 * quarter,
+            -(g0 + g1 + g2) * sixth,
+            -(g0 - g1 + g2) * sixth,
+            g0 * f24 + g1 * twelfth + g2 * sixth,
+            g0 * f24 - g1 * twelfth + g2 * sixth,
+            g2,
+        ]
+    }
+
+    #[inline(always)]
+    fn bt<T: Float>(d: [&[T]; 6], out: [&mut [T]; 6]) {
+        let [d0, d1, d2, d3, d4, d5] = d;
+        let [o0, o1, o2, o3, o4, o5] = out;
+        let n = o0.len();
+        let (d0, d1, d2, d3, d4, d5) = (&d0[..n], &d1[..n], &d2[..n], &d3[..n], &d4[..n], &d5[..n]);
+        let (o1, o2, o3, o4, o5) = (
+            &mut o1[..n],
+            &mut o2[..n],
+            &mut o3[..n],
+            &mut o4[..n],
+            &mut o5[..n],
+        );
+        let (two, four, five) = (T::from_f64(2.0), T::from_f64(4.0), T::from_f64(5.0));
+        for i in 0..n {
+            let (a0, a1, a2, a3, a4, a5) = (d0[i], d1[i], d2[i], d3[i], d4[i], d5[i]);
+            o0[i] = four * a0 - five * a2 + a4;
+            o1[i] = a3 + a4 - four * (a1 + a2);
+            o2[i] = four * (a1 - a2) - a3 + a4;
+            o3[i] = two * (a3 - a1) - a2 + a4;
+            o4[i] = two * (a1 - a3) - a2 + a4;
+            o5[i] = four * a1 - five * a3 + a5;
+        }
+    }
+
+    #[inline(always)]
+    fn at<T: Float>(m: [&[T]; 6], out: [&mut [T]; 4]) {
+        let [m0, m1, m2, m3, m4, m5] = m;
+        let [o0, o1, o2, o3] = out;
+        let n = o0.len();
+        let (m0, m1, m2, m3, m4, m5) = (&m0[..n], &m1[..n], &m2[..n], &m3[..n], &m4[..n], &m5[..n]);
+        let (o1, o2, o3) = (&mut o1[..n], &mut o2[..n], &mut o3[..n]);
+        let (two, four, eight) = (T::from_f64(2.0), T::from_f64(4.0), T::from_f64(8.0));
+        for i in 0..n {
+            let (s12, d12) = (m1[i] + m2[i], m1[i] - m2[i]);
+            let (s34, d34) = (m3[i] + m4[i], m3[i] - m4[i]);
+            o0[i] = m0[i] + s12 + s34;
+            o1[i] = d12 + two * d34;
+            o2[i] = s12 + four * s34;
+            o3[i] = d12 + eight * d34 + m5[i];
+        }
+    }
+}
+
+/// F(2×2, 3×3) (points 0, ±1, ∞): every transform entry is 0, ±1 or ±½.
+struct F2x2;
+
+impl Variant<2, 4> for F2x2 {
+    #[inline(always)]
+    fn g<T: Float>(g: [T; 3]) -> [T; 4] {
+        let [g0, g1, g2] = g;
+        let half = T::from_f64(0.5);
+        [g0, (g0 + g1 + g2) * half, (g0 - g1 + g2) * half, g2]
+    }
+
+    #[inline(always)]
+    fn bt<T: Float>(d: [&[T]; 4], out: [&mut [T]; 4]) {
+        let [d0, d1, d2, d3] = d;
+        let [o0, o1, o2, o3] = out;
+        let n = o0.len();
+        let (d0, d1, d2, d3) = (&d0[..n], &d1[..n], &d2[..n], &d3[..n]);
+        let (o1, o2, o3) = (&mut o1[..n], &mut o2[..n], &mut o3[..n]);
+        for i in 0..n {
+            o0[i] = d0[i] - d2[i];
+            o1[i] = d1[i] + d2[i];
+            o2[i] = d2[i] - d1[i];
+            o3[i] = d1[i] - d3[i];
+        }
+    }
+
+    #[inline(always)]
+    fn at<T: Float>(m: [&[T]; 4], out: [&mut [T]; 2]) {
+        let [m0, m1, m2, m3] = m;
+        let [o0, o1] = out;
+        let n = o0.len();
+        let (m0, m1, m2, m3) = (&m0[..n], &m1[..n], &m2[..n], &m3[..n]);
+        let o1 = &mut o1[..n];
+        for i in 0..n {
+            o0[i] = m0[i] + m1[i] + m2[i];
+            o1[i] = m1[i] - m2[i] - m3[i];
+        }
+    }
+}
+
+/// U[k][ξ][c] = (G g Gᵀ)[ξ] for each kernel g = w[k][c] of `w` [K, C, 3, 3]; with `flip`,
+/// U[c][ξ][k] for the flipped and transposed kernel w'[c][k] = w[k][c] rotated 180°. Row r of
+/// the GEMM operand for ξ is then at `r·A²·cols + ξ·cols` (see `block`).
+fn transform_weights<T: Float, V: Variant<M, A>, const M: usize, const A: usize>(
+    w: &[T],
+    k: usize,
+    c: usize,
+    flip: bool,
+    u: &mut [T],
+) {
     let cols = if flip { k } else { c };
-    u.par_chunks_mut(XI * cols)
+    u.par_chunks_mut(A * A * cols)
         .enumerate()
         .for_each(|(row, u_row)| {
             for col in 0..cols {
@@ -156,37 +330,17 @@ fn transform_weights<T: Float>(w: &[T], k: usize, c: usize, flip: bool, u: &mut 
                         g[a * 3 + b]
                     }
                 };
-                // t = G · kern (6×3), then t · Gᵀ (6×6).
+                // t = G · kern (A×3), then t · Gᵀ (A×A).
                 let cols_g: [[T; A]; 3] =
-                    std::array::from_fn(|b| g_transform([tap(0, b), tap(1, b), tap(2, b)]));
+                    std::array::from_fn(|b| V::g([tap(0, b), tap(1, b), tap(2, b)]));
                 for a in 0..A {
-                    let row_g = g_transform([cols_g[0][a], cols_g[1][a], cols_g[2][a]]);
+                    let row_g = V::g([cols_g[0][a], cols_g[1][a], cols_g[2][a]]);
                     for (b, &v) in row_g.iter().enumerate() {
                         u_row[(a * A + b) * cols + col] = v;
                     }
                 }
             }
         });
-}
-
-/// G · g for one 3-vector.
-#[inline(always)]
-fn g_transform<T: Float>(g: [T; 3]) -> [T; A] {
-    let [g0, g1, g2] = g;
-    let (quarter, sixth, twelfth, f24) = (
-        T::from_f64(0.25),
-        T::from_f64(1.0 / 6.0),
-        T::from_f64(1.0 / 12.0),
-        T::from_f64(1.0 / 24.0),
-    );
-    [
-        g0 * quarter,
-        -(g0 + g1 + g2) * sixth,
-        -(g0 - g1 + g2) * sixth,
-        g0 * f24 + g1 * twelfth + g2 * sixth,
-        g0 * f24 - g1 * twelfth + g2 * sixth,
-        g2,
-    ]
 }
 
 /// A raw pointer to the output that blocks write through: every block writes a disjoint set
@@ -197,20 +351,27 @@ struct OutPtr<T>(*mut T);
 unsafe impl<T: Send> Send for OutPtr<T> {}
 unsafe impl<T: Sync> Sync for OutPtr<T> {}
 
-fn run<T: Float>(p: &Problem, x: &[T], u: &[T], bias: Option<&[T]>, out: &mut [T]) {
+fn run<T: Float, V: Variant<M, A>, const M: usize, const A: usize>(
+    p: &Problem,
+    x: &[T],
+    u: &[T],
+    bias: Option<&[T]>,
+    out: &mut [T],
+) {
     assert_eq!(x.len(), p.batch * p.c * p.h * p.w, "winograd: input length");
     assert_eq!(
         out.len(),
         p.batch * p.k * p.oh * p.ow,
         "winograd: output length"
     );
-    assert_eq!(u.len(), p.k * XI * p.c, "winograd: weight length");
+    assert_eq!(u.len(), p.k * A * A * p.c, "winograd: weight length");
+    let tile = if M == 2 { Tile::F2 } else { Tile::F4 };
     let th = p.oh.div_ceil(M);
     let tw = p.ow.div_ceil(M);
     let rows = p.batch * th;
     let threads = crate::parallel::threads().max(1);
-    // Rows per block: about TARGET_TILES tiles, but at least 2 blocks per thread when possible.
-    let mut per_block = TARGET_TILES.div_ceil(tw).max(1);
+    // Rows per block: about the target's tiles, but at least 2 blocks per thread when possible.
+    let mut per_block = tile.target_tiles().div_ceil(tw).max(1);
     while per_block > 1 && rows.div_ceil(per_block) < 2 * threads {
         per_block = per_block.div_ceil(2);
         if per_block * tw < 32 {
@@ -227,7 +388,8 @@ fn run<T: Float>(p: &Problem, x: &[T], u: &[T], bias: Option<&[T]>, out: &mut [T
     let body = |b: usize| {
         let first = b * per_block;
         let last = (first + per_block).min(rows);
-        block(p, x, u, bias, ptr, first..last, tw, gemm_threads);
+        let t = Tiles::new(first..last, th, tw);
+        block::<T, V, M, A>(p, x, u, bias, ptr, &t, gemm_threads);
     };
     if gemm_threads == Threads::Pool {
         (0..blocks).for_each(body);
@@ -236,50 +398,7 @@ fn run<T: Float>(p: &Problem, x: &[T], u: &[T], bias: Option<&[T]>, out: &mut [T
     }
 }
 
-/// One block: tile rows `rows` (flattened over samples and tile rows).
-#[allow(clippy::too_many_arguments)]
-fn block<T: Float>(
-    p: &Problem,
-    x: &[T],
-    u: &[T],
-    bias: Option<&[T]>,
-    out: OutPtr<T>,
-    rows: std::ops::Range<usize>,
-    tw: usize,
-    threads: Threads,
-) {
-    let nt = rows.len() * tw;
-    let v_len = XI * p.c * nt;
-    let m_len = XI * p.k * nt;
-    // Transform scratch: 6×6 rows of nt for the deinterleaved patches and as many for the
-    // half-transformed ones, plus one padded input / output row.
-    let t_len = 2 * XI * nt + M * tw + M;
-    with_scratch(v_len + m_len + t_len, |buf: &mut [T]| {
-        let (v, rest) = buf.split_at_mut(v_len);
-        let (m, scratch) = rest.split_at_mut(m_len);
-        let t = Tiles {
-            rows: rows.clone(),
-            th: p.oh.div_ceil(M),
-            tw,
-            nt,
-        };
-        input_transform(p, &t, x, v, scratch);
-        // 36 GEMMs: M[ξ] (K×nt) = U[ξ] (K×C) · V[ξ] (C×nt); U[ξ]'s row k is at k·36·C + ξ·C.
-        for xi in 0..XI {
-            let a = MatRef {
-                data: u,
-                offset: xi * p.c,
-                row_stride: XI * p.c,
-                col_stride: 1,
-            };
-            let b = MatRef::row_major(&*v, xi * p.c * nt, nt);
-            matmul(p.k, nt, p.c, a, b, m, xi * p.k * nt, nt, false, threads);
-        }
-        output_transform(p, &t, m, scratch, bias, out);
-    });
-}
-
-/// The tile rows of one block.
+/// The tile rows of one block and the groups of input rows they read.
 struct Tiles {
     /// Tile rows, flattened over (sample, tile row).
     rows: std::ops::Range<usize>,
@@ -288,63 +407,263 @@ struct Tiles {
     tw: usize,
     /// Tiles in the block (GEMM width); tile `j = i·tw + tx` is tile tx of the block's i-th row.
     nt: usize,
+    /// Row stride of the GEMM operands: nt + SLACK.
+    nts: usize,
+    /// Columns of a group row: tw + 1 (the last patches reach one column further).
+    gw: usize,
+    /// Groups of the block: each sample's tile rows and the group after its last one.
+    groups: usize,
+    /// The first sample of the block.
+    n0: usize,
+}
+
+impl Tiles {
+    fn new(rows: std::ops::Range<usize>, th: usize, tw: usize) -> Self {
+        let nt = rows.len() * tw;
+        let (n0, n1) = (rows.start / th, (rows.end - 1) / th);
+        Tiles {
+            groups: rows.len() + (n1 - n0 + 1),
+            rows,
+            th,
+            tw,
+            nt,
+            nts: nt + SLACK,
+            gw: tw + 1,
+            n0,
+        }
+    }
+
+    /// Each group as (sample, group row within the sample), in order.
+    fn each_group(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let n1 = (self.rows.end - 1) / self.th;
+        (self.n0..=n1).flat_map(move |n| {
+            let lo = if n == self.n0 {
+                self.rows.start % self.th
+            } else {
+                0
+            };
+            let hi = if n == n1 {
+                (self.rows.end - 1) % self.th
+            } else {
+                self.th - 1
+            };
+            (lo..=hi + 1).map(move |g| (n, g))
+        })
+    }
+
+    /// Scratch the input transform needs, for tile side m and patch side a.
+    fn input_scratch(&self, m: usize, a: usize) -> usize {
+        let l = m * self.groups * self.gw;
+        // phase rows + phases + horizontal transform + vertical transform (+ copy slack)
+        m * l + m * l + a * l + a * a * self.groups * self.gw + SLACK
+    }
+
+    /// Scratch the output transform needs.
+    fn output_scratch(&self, m: usize, a: usize) -> usize {
+        m * a * self.nt + m * m * self.nt + m * self.nt
+    }
+}
+
+/// One block: its input transform, the A² GEMMs and its output transform.
+fn block<T: Float, V: Variant<M, A>, const M: usize, const A: usize>(
+    p: &Problem,
+    x: &[T],
+    u: &[T],
+    bias: Option<&[T]>,
+    out: OutPtr<T>,
+    t: &Tiles,
+    threads: Threads,
+) {
+    let (nt, nts) = (t.nt, t.nts);
+    let xi_n = A * A;
+    let v_len = xi_n * p.c * nts;
+    let m_len = xi_n * p.k * nts;
+    let s_len = t.input_scratch(M, A).max(t.output_scratch(M, A));
+    let tile = if M == 2 { Tile::F2 } else { Tile::F4 };
+    with_scratch(v_len + m_len + s_len, |buf: &mut [T]| {
+        let (v, rest) = buf.split_at_mut(v_len);
+        let (m, scratch) = rest.split_at_mut(m_len);
+        let cx = Block { tile, p, t };
+        input_transform(&cx, x, v, scratch);
+        // A² GEMMs: M[ξ] (K×nt) = U[ξ] (K×C) · V[ξ] (C×nt). Each operand keeps one channel's
+        // A² rows together (U[k][ξ][c], V[c][ξ][j], M[k][ξ][j]) so that the transforms read and
+        // write one contiguous region per channel.
+        for xi in 0..xi_n {
+            let a = MatRef {
+                data: u,
+                offset: xi * p.c,
+                row_stride: xi_n * p.c,
+                col_stride: 1,
+            };
+            let b = MatRef::row_major(&*v, xi * nts, xi_n * nts);
+            matmul(p.k, nt, p.c, a, b, m, xi * nts, xi_n * nts, false, threads);
+        }
+        output_transform(&cx, m, scratch, bias, out);
+    });
+}
+
+/// What the transforms of one block need to know: the variant, the problem, the block's tiles.
+struct Block<'a> {
+    tile: Tile,
+    p: &'a Problem,
+    t: &'a Tiles,
 }
 
 multiversion! {
-    /// V[ξ][c][j] for every channel c and tile j of the block.
-    fn input_transform = input_transform_impl(
-        p: &Problem,
-        t: &Tiles,
-        x: &[T],
-        v: &mut [T],
-        scratch: &mut [T],
-    )
+    /// V[c][ξ][j] for every channel c and tile j of the block.
+    fn input_transform = input_transform_impl(cx: &Block, x: &[T], v: &mut [T], scratch: &mut [T])
 }
 
-/// Per channel: gather the block's 6×6 patches as 36 flat vectors over the tiles,
-/// q[r][b][j] = padded input at row 4ty + r, column 4tx + b of tile j; then Bᵀ along b
-/// (h[r][b'][j]) and Bᵀ along r straight into the rows of V. Every vector op runs over all
-/// nt tiles of the block, so the loops are long enough to vectorise whatever the width.
 #[inline(always)]
-fn input_transform_impl<T: Float>(p: &Problem, t: &Tiles, x: &[T], v: &mut [T], scratch: &mut [T]) {
-    let (nt, tw) = (t.nt, t.tw);
-    let (q, rest) = scratch.split_at_mut(XI * nt);
-    let (h, rest) = rest.split_at_mut(XI * nt);
-    let padded = &mut rest[..M * tw + M];
-    let pad_l = p.pad_l as usize;
-    // Input columns that land in the padded row 0 .. 4tw + 2.
-    let copy = p.w.min(M * tw + 2 - pad_l);
-    padded.fill(T::zero());
+fn input_transform_impl<T: Float>(cx: &Block, x: &[T], v: &mut [T], scratch: &mut [T]) {
+    let (p, t) = (cx.p, cx.t);
+    match cx.tile {
+        Tile::F2 => input_transform_v::<T, F2x2, 2, 4>(p, t, x, v, scratch),
+        Tile::F4 => input_transform_v::<T, F4x4, 4, 6>(p, t, x, v, scratch),
+    }
+}
+
+/// Per channel, five passes, each one stream over the block (see the module docs):
+/// 1. `rows`: the block's padded input rows by row phase ρy and group, M·gw columns each;
+/// 2. `phase[ρx]`: every row's columns of phase ρx (the stride-M deinterleave);
+/// 3. `hor[b']`: Bᵀ along the columns, patch column b from phase b mod M shifted ⌊b/M⌋;
+/// 4. `ver[r'][b']`: Bᵀ along the rows, patch row r from row phase r mod M shifted ⌊r/M⌋ groups;
+/// 5. each tile row's tw transformed patches copied into V (leaving out the extra column).
+#[inline(always)]
+fn input_transform_v<T: Float, V: Variant<M, A>, const M: usize, const A: usize>(
+    p: &Problem,
+    t: &Tiles,
+    x: &[T],
+    v: &mut [T],
+    scratch: &mut [T],
+) {
+    let (gw, groups, tw, nts) = (t.gw, t.groups, t.tw, t.nts);
+    let pw = M * gw;
+    // Stream length: windows of M over all rows (= positions of each phase).
+    let l = M * groups * gw;
+    // Vertical outputs: every group but the last (no tile row starts there).
+    let kv = (groups - 1) * gw;
+    let (rows, rest) = scratch.split_at_mut(M * l);
+    let (phase, rest) = rest.split_at_mut(M * l);
+    let (hor, rest) = rest.split_at_mut(A * l);
+    let ver = &mut rest[..A * A * kv + SLACK];
+    let pad_l = p.pad_l;
+    // Input columns that land in the padded row 0 .. pw.
+    let copy = p.w.min(pw - pad_l);
+    // The copy's slack stays finite whatever the scratch held before.
+    ver[A * A * kv..].fill(T::zero());
     for ci in 0..p.c {
-        for (i, row) in t.rows.clone().enumerate() {
-            let (n, ty) = (row / t.th, row % t.th);
+        // 1. Padded rows: row (ρy, group) at (ρy·groups + group)·pw.
+        for (gi, (n, g)) in t.each_group().enumerate() {
             let plane = &x[(n * p.c + ci) * p.h * p.w..][..p.h * p.w];
-            for r in 0..A {
-                let iy = (ty * M + r) as isize - p.pad_t;
-                let q_r = rows6(&mut q[r * A * nt + i * tw..], tw, nt);
-                if iy >= 0 && (iy as usize) < p.h {
-                    // Only the copied columns change: the padding columns stay zero.
-                    let src = &plane[iy as usize * p.w..][..copy];
-                    padded[pad_l..pad_l + copy].copy_from_slice(src);
-                    deinterleave(padded, q_r);
-                } else {
-                    for q_rb in q_r {
-                        q_rb.fill(T::zero());
+            for ry in 0..M {
+                let row = &mut rows[(ry * groups + gi) * pw..][..pw];
+                let iy = (M * g + ry).checked_sub(p.pad_t).filter(|&iy| iy < p.h);
+                match iy {
+                    Some(iy) => {
+                        row[..pad_l].fill(T::zero());
+                        copy_short(&mut row[pad_l..pad_l + copy], &plane[iy * p.w..][..copy]);
+                        row[pad_l + copy..].fill(T::zero());
                     }
+                    None => row.fill(T::zero()),
                 }
             }
         }
-        for r in 0..A {
-            let q_r = &q[r * A * nt..][..A * nt];
-            bt(segs6(q_r, 0, nt, nt), rows6(&mut h[r * A * nt..], nt, nt));
+        // 2. Column phases: phase[ρ][k] = rows[M·k + ρ].
+        {
+            let ph: [&mut [T]; M] = rows_of(phase, l, l);
+            deinterleave::<T, M>(rows, ph);
         }
-        let h: &[T] = h;
-        let stride = p.c * nt;
-        for b in 0..A {
-            bt(
-                segs6(h, b * nt, A * nt, nt),
-                rows6(&mut v[b * stride + ci * nt..], nt, A * stride),
-            );
+        // 3. Bᵀ along the columns over all positions but the last (whose patch would reach
+        //    past the stream; it is an extra column, never copied into V).
+        {
+            let phase: &[T] = phase;
+            let d: [&[T]; A] = std::array::from_fn(|b| &phase[(b % M) * l + b / M..][..l - 1]);
+            V::bt(d, rows_of(hor, l - 1, l));
+            for b in 0..A {
+                hor[b * l + l - 1] = T::zero();
+            }
+        }
+        // 4. Bᵀ along the rows: ver[r'·A + b'][k] for k over the groups where tile rows start.
+        {
+            let hor: &[T] = hor;
+            for b in 0..A {
+                let h_b = &hor[b * l..][..l];
+                let d: [&[T]; A] =
+                    std::array::from_fn(|r| &h_b[(r % M) * groups * gw + (r / M) * gw..][..kv]);
+                V::bt(d, rows_of(&mut ver[b * kv..], kv, A * kv));
+            }
+        }
+        // 5. Into V[c][ξ]: tile row i's tw patches start at its group's first column. One ξ
+        //    row at a time, tile rows in order, so that the stores run forward through it.
+        for xi in 0..A * A {
+            let src = &ver[xi * kv..];
+            let dst = &mut v[(ci * A * A + xi) * nts..][..nts];
+            let (mut group, mut ty) = (0, t.rows.start % t.th);
+            for i in 0..t.rows.len() {
+                let (from, to) = (&src[group * gw..], &mut dst[i * tw..]);
+                copy_run(to, from, tw);
+                // The next tile row's group: the next one, or one more past a sample's end.
+                ty += 1;
+                group += 1;
+                if ty == t.th {
+                    ty = 0;
+                    group += 1;
+                }
+            }
+        }
+    }
+}
+
+/// to[..n] = from[..n] as one fixed-size move of 2, 4, 8 or 16 elements when n ≤ 16 (the
+/// extra elements land where the next tile row, or the row's slack, is written after; both
+/// sides have SLACK elements to spare), a plain copy otherwise.
+#[inline(always)]
+fn copy_run<T: Copy>(to: &mut [T], from: &[T], n: usize) {
+    match n {
+        0..=2 => to[..2].copy_from_slice(&from[..2]),
+        3..=4 => to[..4].copy_from_slice(&from[..4]),
+        5..=8 => to[..8].copy_from_slice(&from[..8]),
+        9..=SLACK => to[..SLACK].copy_from_slice(&from[..SLACK]),
+        _ => to[..n].copy_from_slice(&from[..n]),
+    }
+}
+
+/// to = from (equal lengths) in fixed-size moves of 16, 8, 4 elements (the last one overlapping
+/// the one before), inline: rows here are 4 … 64 elements, too short to pay for a `memcpy` call.
+#[inline(always)]
+fn copy_short<T: Copy>(to: &mut [T], from: &[T]) {
+    let n = to.len();
+    let from = &from[..n];
+    let chunk =
+        |to: &mut [T], at: usize, len: usize| to[at..at + len].copy_from_slice(&from[at..at + len]);
+    match n {
+        16.. => {
+            for at in (0..n - 15).step_by(16) {
+                chunk(to, at, 16);
+            }
+            chunk(to, n - 16, 16);
+        }
+        8..=15 => {
+            chunk(to, 0, 8);
+            chunk(to, n - 8, 8);
+        }
+        4..=7 => {
+            chunk(to, 0, 4);
+            chunk(to, n - 4, 4);
+        }
+        _ => to.copy_from_slice(from),
+    }
+}
+
+/// phase[ρ][k] = rows[M·k + ρ] over the whole stream (one loop, so that the stride-M loads
+/// vectorise as an interleaved group).
+#[inline(always)]
+fn deinterleave<T: Float, const M: usize>(rows: &[T], phase: [&mut [T]; M]) {
+    let n = phase[0].len();
+    for (k, w) in rows[..M * n].chunks_exact(M).enumerate() {
+        for r in 0..M {
+            phase[r][k] = w[r];
         }
     }
 }
@@ -352,8 +671,7 @@ fn input_transform_impl<T: Float>(p: &Problem, t: &Tiles, x: &[T], v: &mut [T], 
 multiversion! {
     /// out = Aᵀ M A (+ bias) for every output channel and tile of the block.
     fn output_transform = output_transform_impl(
-        p: &Problem,
-        t: &Tiles,
+        cx: &Block,
         m: &[T],
         scratch: &mut [T],
         bias: Option<&[T]>,
@@ -361,10 +679,26 @@ multiversion! {
     )
 }
 
-/// Per output channel: Aᵀ along r over the block's flat tile vectors (s[a][b][j]), Aᵀ along b
-/// (y[a][c][j]), then each output row is interleaved (column 4tx + c) and stored.
 #[inline(always)]
 fn output_transform_impl<T: Float>(
+    cx: &Block,
+    m: &[T],
+    scratch: &mut [T],
+    bias: Option<&[T]>,
+    out: OutPtr<T>,
+) {
+    let (p, t) = (cx.p, cx.t);
+    match cx.tile {
+        Tile::F2 => output_transform_v::<T, F2x2, 2, 4>(p, t, m, scratch, bias, out),
+        Tile::F4 => output_transform_v::<T, F4x4, 4, 6>(p, t, m, scratch, bias, out),
+    }
+}
+
+/// Per output channel: Aᵀ along r over the block's flat tile vectors (s[a][b][j]), Aᵀ along b
+/// (y[a][c][j]), then for each row a of the tiles one interleaving pass over the whole block
+/// (column M·tx + c, bias added) and one copy per output row.
+#[inline(always)]
+fn output_transform_v<T: Float, V: Variant<M, A>, const M: usize, const A: usize>(
     p: &Problem,
     t: &Tiles,
     m: &[T],
@@ -372,167 +706,78 @@ fn output_transform_impl<T: Float>(
     bias: Option<&[T]>,
     out: OutPtr<T>,
 ) {
-    let (nt, tw) = (t.nt, t.tw);
+    let (nt, nts, tw) = (t.nt, t.nts, t.tw);
     let (s, rest) = scratch.split_at_mut(M * A * nt);
     let (y, rest) = rest.split_at_mut(M * M * nt);
-    let line = &mut rest[..M * tw];
-    let stride = p.k * nt;
+    let line = &mut rest[..M * nt];
     for ki in 0..p.k {
+        let m_k = &m[ki * A * A * nts..][..A * A * nts];
         let add = bias.map_or(T::zero(), |b| b[ki]);
         for b in 0..A {
-            at(
-                segs6(m, b * stride + ki * nt, A * stride, nt),
-                rows4(&mut s[b * nt..], nt, A * nt),
-            );
+            let d: [&[T]; A] = std::array::from_fn(|r| &m_k[(r * A + b) * nts..][..nt]);
+            V::at(d, rows_of(&mut s[b * nt..], nt, A * nt));
         }
         for a in 0..M {
             let s_a = &s[a * A * nt..][..A * nt];
-            at(segs6(s_a, 0, nt, nt), rows4(&mut y[a * M * nt..], nt, nt));
+            let d: [&[T]; A] = std::array::from_fn(|b| &s_a[b * nt..][..nt]);
+            V::at(d, rows_of(&mut y[a * M * nt..], nt, nt));
         }
-        for (i, row) in t.rows.clone().enumerate() {
-            let (n, ty) = (row / t.th, row % t.th);
-            let plane = (n * p.k + ki) * p.oh * p.ow;
-            for a in 0..M.min(p.oh - ty * M) {
-                let y_a = &y[a * M * nt..][..M * nt];
-                let (y0, y1) = (seg(y_a, i * tw, tw), seg(y_a, nt + i * tw, tw));
-                let (y2, y3) = (seg(y_a, 2 * nt + i * tw, tw), seg(y_a, 3 * nt + i * tw, tw));
-                for (tx, cols) in line.chunks_exact_mut(M).enumerate() {
-                    cols[0] = y0[tx] + add;
-                    cols[1] = y1[tx] + add;
-                    cols[2] = y2[tx] + add;
-                    cols[3] = y3[tx] + add;
+        for a in 0..M {
+            let y_a = &y[a * M * nt..][..M * nt];
+            interleave::<T, M>(&y_a[..M * nt], line, add);
+            for (i, row) in t.rows.clone().enumerate() {
+                let (n, ty) = (row / t.th, row % t.th);
+                if ty * M + a >= p.oh {
+                    continue;
                 }
-                let at = plane + (ty * M + a) * p.ow;
+                let at = ((n * p.k + ki) * p.oh + ty * M + a) * p.ow;
+                let src = &line[i * M * tw..][..p.ow];
                 // SAFETY: the ow elements at `at` are one output row of this block's tile row:
                 // inside `out` (lengths checked in `run`) and written by no other block.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(line.as_ptr(), out.0.add(at), p.ow);
-                }
+                let dst = unsafe { std::slice::from_raw_parts_mut(out.0.add(at), p.ow) };
+                copy_short(dst, src);
             }
         }
     }
 }
 
-/// Bᵀ d for six vectors d0..d5 (element-wise).
+/// line[M·j + c] = y[c·n + j] + add for the M vectors of y (n = line.len() / M): one pass in
+/// fixed groups of 16 tiles, so that it compiles to vector loads and lane permutations.
 #[inline(always)]
-fn bt<T: Float>(d: [&[T]; A], out: [&mut [T]; A]) {
-    let [d0, d1, d2, d3, d4, d5] = d;
-    let [o0, o1, o2, o3, o4, o5] = out;
-    let n = o0.len();
-    let (d0, d1, d2, d3, d4, d5) = (&d0[..n], &d1[..n], &d2[..n], &d3[..n], &d4[..n], &d5[..n]);
-    let (o1, o2, o3, o4, o5) = (
-        &mut o1[..n],
-        &mut o2[..n],
-        &mut o3[..n],
-        &mut o4[..n],
-        &mut o5[..n],
-    );
-    let (two, four, five) = (T::from_f64(2.0), T::from_f64(4.0), T::from_f64(5.0));
-    for i in 0..n {
-        let (a0, a1, a2, a3, a4, a5) = (d0[i], d1[i], d2[i], d3[i], d4[i], d5[i]);
-        o0[i] = four * a0 - five * a2 + a4;
-        o1[i] = a3 + a4 - four * (a1 + a2);
-        o2[i] = four * (a1 - a2) - a3 + a4;
-        o3[i] = two * (a3 - a1) - a2 + a4;
-        o4[i] = two * (a1 - a3) - a2 + a4;
-        o5[i] = four * a1 - five * a3 + a5;
+fn interleave<T: Float, const M: usize>(y: &[T], line: &mut [T], add: T) {
+    const G: usize = 16;
+    let n = line.len() / M;
+    let full = n / G * G;
+    for j0 in (0..full).step_by(G) {
+        let block: [[T; G]; M] = std::array::from_fn(|c| {
+            let mut v = [T::zero(); G];
+            v.copy_from_slice(&y[c * n + j0..][..G]);
+            v
+        });
+        let out = &mut line[M * j0..][..M * G];
+        for j in 0..G {
+            for c in 0..M {
+                out[M * j + c] = block[c][j] + add;
+            }
+        }
+    }
+    for j in full..n {
+        for c in 0..M {
+            line[M * j + c] = y[c * n + j] + add;
+        }
     }
 }
 
-/// q_b[tx] = padded[4·tx + b] for the six columns b of each tile (one pass, so that the
-/// stride-4 loads vectorise as an interleaved group).
+/// N rows of `len` elements of `buf`, row i starting at `i·stride` (stride ≥ len).
 #[inline(always)]
-fn deinterleave<T: Float>(padded: &[T], q: [&mut [T]; A]) {
-    let [q0, q1, q2, q3, q4, q5] = q;
-    let tw = q0.len();
-    let (q1, q2, q3, q4, q5) = (
-        &mut q1[..tw],
-        &mut q2[..tw],
-        &mut q3[..tw],
-        &mut q4[..tw],
-        &mut q5[..tw],
-    );
-    // Windows of columns 4tx .. 4tx + 4 and 4tx + 4 .. 4tx + 6 (the padded row has 4tw + 4).
-    let cur = padded[..M * tw].chunks_exact(M);
-    let next = padded[M..M * tw + M].chunks_exact(M);
-    for (tx, (c, n)) in cur.zip(next).enumerate() {
-        q0[tx] = c[0];
-        q1[tx] = c[1];
-        q2[tx] = c[2];
-        q3[tx] = c[3];
-        q4[tx] = n[0];
-        q5[tx] = n[1];
-    }
-}
-
-/// `len` elements at `at`.
-#[inline(always)]
-fn seg<T>(buf: &[T], at: usize, len: usize) -> &[T] {
-    &buf[at..at + len]
-}
-
-/// Six runs of `len` elements of `buf`, run i starting at `first + i·stride`.
-#[inline(always)]
-fn segs6<T>(buf: &[T], first: usize, stride: usize, len: usize) -> [&[T]; 6] {
-    [
-        seg(buf, first, len),
-        seg(buf, first + stride, len),
-        seg(buf, first + 2 * stride, len),
-        seg(buf, first + 3 * stride, len),
-        seg(buf, first + 4 * stride, len),
-        seg(buf, first + 5 * stride, len),
-    ]
-}
-
-/// Six rows of `len` elements of `buf`, row i starting at `i·stride`.
-#[inline(always)]
-fn rows6<T>(buf: &mut [T], len: usize, stride: usize) -> [&mut [T]; 6] {
-    let (r0, b) = buf.split_at_mut(stride);
-    let (r1, b) = b.split_at_mut(stride);
-    let (r2, b) = b.split_at_mut(stride);
-    let (r3, b) = b.split_at_mut(stride);
-    let (r4, r5) = b.split_at_mut(stride);
-    [
-        &mut r0[..len],
-        &mut r1[..len],
-        &mut r2[..len],
-        &mut r3[..len],
-        &mut r4[..len],
-        &mut r5[..len],
-    ]
-}
-
-/// Four rows of `len` elements of `buf`, row i starting at `i·stride`.
-#[inline(always)]
-fn rows4<T>(buf: &mut [T], len: usize, stride: usize) -> [&mut [T]; 4] {
-    let (r0, b) = buf.split_at_mut(stride);
-    let (r1, b) = b.split_at_mut(stride);
-    let (r2, r3) = b.split_at_mut(stride);
-    [
-        &mut r0[..len],
-        &mut r1[..len],
-        &mut r2[..len],
-        &mut r3[..len],
-    ]
-}
-
-/// Aᵀ m for six vectors (element-wise): four outputs.
-#[inline(always)]
-fn at<T: Float>(m: [&[T]; A], out: [&mut [T]; M]) {
-    let [m0, m1, m2, m3, m4, m5] = m;
-    let [o0, o1, o2, o3] = out;
-    let n = o0.len();
-    let (m0, m1, m2, m3, m4, m5) = (&m0[..n], &m1[..n], &m2[..n], &m3[..n], &m4[..n], &m5[..n]);
-    let (o1, o2, o3) = (&mut o1[..n], &mut o2[..n], &mut o3[..n]);
-    let (two, four, eight) = (T::from_f64(2.0), T::from_f64(4.0), T::from_f64(8.0));
-    for i in 0..n {
-        let (s12, d12) = (m1[i] + m2[i], m1[i] - m2[i]);
-        let (s34, d34) = (m3[i] + m4[i], m3[i] - m4[i]);
-        o0[i] = m0[i] + s12 + s34;
-        o1[i] = d12 + two * d34;
-        o2[i] = s12 + four * s34;
-        o3[i] = d12 + eight * d34 + m5[i];
-    }
+fn rows_of<T, const N: usize>(buf: &mut [T], len: usize, stride: usize) -> [&mut [T]; N] {
+    let mut rest = buf;
+    std::array::from_fn(|i| {
+        let take = if i + 1 < N { stride } else { len };
+        let (row, tail) = std::mem::take(&mut rest).split_at_mut(take);
+        rest = tail;
+        &mut row[..len]
+    })
 }
 
 #[cfg(test)]
@@ -584,23 +829,17 @@ mod tests {
             let dy = data(g.batch * g.out_channels * g.out_h * g.out_w, seed + 3);
             let mut want = vec![0.0; dy.len()];
             conv::conv2d_fwd(&g, &x, &w, Some(&b), &mut want);
-            let mut got = vec![f64::NAN; dy.len()];
-            conv3x3_fwd(&g, &x, &w, Some(&b), &mut got);
-            assert!(
-                max_rel(&got, &want) < 1e-13,
-                "fwd case {i}: {:e}",
-                max_rel(&got, &want)
-            );
-            if g.pad[0] <= 2 && g.pad[1] <= 2 {
-                let mut want = vec![0.0; x.len()];
-                conv::conv2d_bwd_input(&g, &dy, &w, &mut want);
+            let mut want_dx = vec![0.0; x.len()];
+            conv::conv2d_bwd_input(&g, &dy, &w, &mut want_dx);
+            for tile in [Tile::F2, Tile::F4] {
+                let mut got = vec![f64::NAN; dy.len()];
+                conv3x3_fwd(&g, &x, &w, Some(&b), &mut got, tile);
+                let e = max_rel(&got, &want);
+                assert!(e < 1e-13, "fwd case {i} {tile:?}: {e:e}");
                 let mut got = vec![f64::NAN; x.len()];
-                conv3x3_bwd_input(&g, &dy, &w, &mut got);
-                assert!(
-                    max_rel(&got, &want) < 1e-13,
-                    "bwd case {i}: {:e}",
-                    max_rel(&got, &want)
-                );
+                conv3x3_bwd_input(&g, &dy, &w, &mut got, tile);
+                let e = max_rel(&got, &want_dx);
+                assert!(e < 1e-13, "bwd case {i} {tile:?}: {e:e}");
             }
         }
     }
@@ -622,18 +861,23 @@ mod tests {
             conv::conv2d_fwd(&g, &x, &w, None, &mut want);
             let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
             let w32: Vec<f32> = w.iter().map(|&v| v as f32).collect();
-            let mut got = vec![f32::NAN; want.len()];
-            conv3x3_fwd(&g, &x32, &w32, None, &mut got);
-            let got: Vec<f64> = got.iter().map(|&v| v as f64).collect();
-            let err = max_rel(&got, &want);
-            let num: f64 = got.iter().zip(&want).map(|(a, b)| (a - b).powi(2)).sum();
-            let den: f64 = want.iter().map(|b| b * b).sum();
-            let l2 = (num / den).sqrt();
-            eprintln!("winograd f32 C={c} K={k} {hw}²: max rel {err:.2e}, rel L2 {l2:.2e}");
-            assert!(
-                err < 2e-5 && l2 < 5e-6,
-                "C={c} K={k}: max {err:e}, L2 {l2:e}"
-            );
+            // F(2×2)'s transforms (0, ±1, ±½) round about as little as im2col's sums.
+            for (tile, max_bar, l2_bar) in [(Tile::F2, 2e-6, 1e-6), (Tile::F4, 2e-5, 5e-6)] {
+                let mut got = vec![f32::NAN; want.len()];
+                conv3x3_fwd(&g, &x32, &w32, None, &mut got, tile);
+                let got: Vec<f64> = got.iter().map(|&v| v as f64).collect();
+                let err = max_rel(&got, &want);
+                let num: f64 = got.iter().zip(&want).map(|(a, b)| (a - b).powi(2)).sum();
+                let den: f64 = want.iter().map(|b| b * b).sum();
+                let l2 = (num / den).sqrt();
+                eprintln!(
+                    "winograd {tile:?} f32 C={c} K={k} {hw}²: max rel {err:.2e}, rel L2 {l2:.2e}"
+                );
+                assert!(
+                    err < max_bar && l2 < l2_bar,
+                    "{tile:?} C={c} K={k}: max {err:e}, L2 {l2:e}"
+                );
+            }
         }
     }
 }
@@ -677,16 +921,18 @@ mod batched_tests {
             };
             let mut want = vec![0.0; dy.len()];
             conv::conv2d_fwd(&g, &x, &w, None, &mut want);
-            let mut got = vec![f32::NAN; dy.len()];
-            conv3x3_fwd(&g, &f32s(&x), &f32s(&w), None, &mut got);
-            let e = rel(&got, &want);
-            assert!(e < 5e-6, "fwd C={c} K={k} {hw}²: rel L2 {e:e}");
-            let mut want = vec![0.0; x.len()];
-            conv::conv2d_bwd_input(&g, &dy, &w, &mut want);
-            let mut got = vec![f32::NAN; x.len()];
-            conv3x3_bwd_input(&g, &f32s(&dy), &f32s(&w), &mut got);
-            let e = rel(&got, &want);
-            assert!(e < 5e-6, "bwd C={c} K={k} {hw}²: rel L2 {e:e}");
+            let mut want_dx = vec![0.0; x.len()];
+            conv::conv2d_bwd_input(&g, &dy, &w, &mut want_dx);
+            for tile in [Tile::F2, Tile::F4] {
+                let mut got = vec![f32::NAN; dy.len()];
+                conv3x3_fwd(&g, &f32s(&x), &f32s(&w), None, &mut got, tile);
+                let e = rel(&got, &want);
+                assert!(e < 5e-6, "fwd {tile:?} C={c} K={k} {hw}²: rel L2 {e:e}");
+                let mut got = vec![f32::NAN; x.len()];
+                conv3x3_bwd_input(&g, &f32s(&dy), &f32s(&w), &mut got, tile);
+                let e = rel(&got, &want_dx);
+                assert!(e < 5e-6, "bwd {tile:?} C={c} K={k} {hw}²: rel L2 {e:e}");
+            }
         }
     }
 }
