@@ -63,6 +63,9 @@ impl Tile {
     }
 }
 
+/// The most tile rows a block holds (the planner's target tiles, at one tile per row).
+const MAX_ROWS: usize = 256;
+
 /// Extra columns after each row of the GEMM operands V and M: the per-tile-row copies into V
 /// move 16 elements at a time and may run past a row's `nt` tiles into them.
 const SLACK: usize = 16;
@@ -371,7 +374,7 @@ fn run<T: Float, V: Variant<M, A>, const M: usize, const A: usize>(
     let rows = p.batch * th;
     let threads = crate::parallel::threads().max(1);
     // Rows per block: about the target's tiles, but at least 2 blocks per thread when possible.
-    let mut per_block = tile.target_tiles().div_ceil(tw).max(1);
+    let mut per_block = tile.target_tiles().div_ceil(tw).clamp(1, MAX_ROWS);
     while per_block > 1 && rows.div_ceil(per_block) < 2 * threads {
         per_block = per_block.div_ceil(2);
         if per_block * tw < 32 {
@@ -552,20 +555,33 @@ fn input_transform_v<T: Float, V: Variant<M, A>, const M: usize, const A: usize>
     let copy = p.w.min(pw - pad_l);
     // The copy's slack stays finite whatever the scratch held before.
     ver[A * A * kv..].fill(T::zero());
+    // Every channel writes the same input positions into the padded rows; the padding around
+    // them is zeroed once.
+    rows.fill(T::zero());
+    // Where each tile row's patches start in the vertical transform's rows: its group's first
+    // column (the next group, or one more past a sample's end).
+    let mut starts = [0usize; MAX_ROWS];
+    let from = &mut starts[..t.rows.len()];
+    let (mut group, mut ty) = (0, t.rows.start % t.th);
+    for f in from.iter_mut() {
+        *f = group * gw;
+        ty += 1;
+        group += 1;
+        if ty == t.th {
+            ty = 0;
+            group += 1;
+        }
+    }
+    let from: &[usize] = from;
     for ci in 0..p.c {
         // 1. Padded rows: row (ρy, group) at (ρy·groups + group)·pw.
         for (gi, (n, g)) in t.each_group().enumerate() {
             let plane = &x[(n * p.c + ci) * p.h * p.w..][..p.h * p.w];
             for ry in 0..M {
-                let row = &mut rows[(ry * groups + gi) * pw..][..pw];
-                let iy = (M * g + ry).checked_sub(p.pad_t).filter(|&iy| iy < p.h);
-                match iy {
-                    Some(iy) => {
-                        row[..pad_l].fill(T::zero());
-                        copy_short(&mut row[pad_l..pad_l + copy], &plane[iy * p.w..][..copy]);
-                        row[pad_l + copy..].fill(T::zero());
-                    }
-                    None => row.fill(T::zero()),
+                // Rows and columns outside the input stay as zeroed before the first channel.
+                if let Some(iy) = (M * g + ry).checked_sub(p.pad_t).filter(|&iy| iy < p.h) {
+                    let row = &mut rows[(ry * groups + gi) * pw + pad_l..][..copy];
+                    copy_short(row, &plane[iy * p.w..][..copy]);
                 }
             }
         }
@@ -596,36 +612,40 @@ fn input_transform_v<T: Float, V: Variant<M, A>, const M: usize, const A: usize>
         }
         // 5. Into V[c][ξ]: tile row i's tw patches start at its group's first column. One ξ
         //    row at a time, tile rows in order, so that the stores run forward through it.
-        for xi in 0..A * A {
-            let src = &ver[xi * kv..];
-            let dst = &mut v[(ci * A * A + xi) * nts..][..nts];
-            let (mut group, mut ty) = (0, t.rows.start % t.th);
-            for i in 0..t.rows.len() {
-                let (from, to) = (&src[group * gw..], &mut dst[i * tw..]);
-                copy_run(to, from, tw);
-                // The next tile row's group: the next one, or one more past a sample's end.
-                ty += 1;
-                group += 1;
-                if ty == t.th {
-                    ty = 0;
-                    group += 1;
+        let v_c = &mut v[ci * A * A * nts..][..A * A * nts];
+        match tw {
+            0..=2 => compact::<T, 2>(&ver[..], kv, v_c, nts, tw, from),
+            3..=4 => compact::<T, 4>(&ver[..], kv, v_c, nts, tw, from),
+            5..=8 => compact::<T, 8>(&ver[..], kv, v_c, nts, tw, from),
+            9..=SLACK => compact::<T, SLACK>(&ver[..], kv, v_c, nts, tw, from),
+            _ => {
+                for (src, dst) in ver.chunks_exact(kv).zip(v_c.chunks_exact_mut(nts)) {
+                    for (i, &f) in from.iter().enumerate() {
+                        dst[i * tw..][..tw].copy_from_slice(&src[f..][..tw]);
+                    }
                 }
             }
         }
     }
 }
 
-/// to[..n] = from[..n] as one fixed-size move of 2, 4, 8 or 16 elements when n ≤ 16 (the
-/// extra elements land where the next tile row, or the row's slack, is written after; both
-/// sides have SLACK elements to spare), a plain copy otherwise.
+/// dst row ξ (stride nts)[i·tw ..][..W] = src row ξ (stride kv)[from[i] ..][..W] for every ξ and
+/// tile row i: one fixed-size move per tile row (W ≥ tw; the extra elements land where the
+/// next tile row, or the row's slack, is written after; both sides have SLACK to spare).
 #[inline(always)]
-fn copy_run<T: Copy>(to: &mut [T], from: &[T], n: usize) {
-    match n {
-        0..=2 => to[..2].copy_from_slice(&from[..2]),
-        3..=4 => to[..4].copy_from_slice(&from[..4]),
-        5..=8 => to[..8].copy_from_slice(&from[..8]),
-        9..=SLACK => to[..SLACK].copy_from_slice(&from[..SLACK]),
-        _ => to[..n].copy_from_slice(&from[..n]),
+fn compact<T: Copy, const W: usize>(
+    src: &[T],
+    kv: usize,
+    dst: &mut [T],
+    nts: usize,
+    tw: usize,
+    from: &[usize],
+) {
+    for (xi, d_row) in dst.chunks_exact_mut(nts).enumerate() {
+        let s_row = &src[xi * kv..];
+        for (i, &f) in from.iter().enumerate() {
+            d_row[i * tw..][..W].copy_from_slice(&s_row[f..][..W]);
+        }
     }
 }
 
