@@ -93,6 +93,13 @@ fn winograd_fwd_tile<T: Float>() -> Option<Tile> {
     }
 }
 
+/// Whether an f32 convolution with a few input channels may take the direct loop over padded
+/// planes (`direct::applies_channels`) instead of im2col: not under [`ConvAlgorithm::Im2col`],
+/// which keeps PyTorch's summation-order class.
+fn direct_channels_allowed<T: Float>() -> bool {
+    T::DTYPE == DType::F32 && conv_algorithm() != ConvAlgorithm::Im2col
+}
+
 /// Whether an f32 input gradient may take Winograd.
 fn winograd_bwd_allowed<T: Float>() -> bool {
     T::DTYPE == DType::F32 && conv_algorithm() != ConvAlgorithm::Im2col
@@ -229,6 +236,9 @@ fn conv2d_fwd_planned<T: Float>(
     if d.direct {
         return direct_fwd(g, &d, x, w, bias, out);
     }
+    if direct_channels_allowed::<T>() && super::direct::applies_channels(g) {
+        return super::direct::fwd_channels(g, x, w, bias, out);
+    }
     if let Some(tile) = winograd_fwd_tile::<T>().filter(|&t| winograd::fits_fwd(g, t)) {
         return winograd::conv3x3_fwd(g, x, w, bias, out, tile);
     }
@@ -285,6 +295,9 @@ fn conv2d_bwd_input_planned<T: Float>(
     }
     if d.direct {
         return direct_bwd_input(g, &d, dy, w, dx);
+    }
+    if direct_channels_allowed::<T>() && super::direct::applies_channels(g) {
+        return super::direct::bwd_input_channels(g, dy, w, dx);
     }
     if winograd_bwd_allowed::<T>() && winograd::fits_bwd_input(g, Tile::F4) {
         return winograd::conv3x3_bwd_input(g, dy, w, dx, Tile::F4);
