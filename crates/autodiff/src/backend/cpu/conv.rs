@@ -5,7 +5,9 @@
 //! gradient Wᵀ·dY followed by col2im, weight gradient dY·colᵀ summed over the batch). A 1×1,
 //! stride-1, unpadded convolution skips im2col: the input planes already are the column matrix.
 //! Convolutions with one input channel per group (depthwise, channel multipliers) run a direct
-//! loop instead, since their GEMMs would be a few rows deep.
+//! loop instead, since their GEMMs would be a few rows deep; so do, in f32 outside
+//! [`ConvAlgorithm::Im2col`], those with a few input channels and outputs (`direct.rs`), and
+//! 3×3 stride-1 ones with enough channels take Winograd (`winograd.rs`, per [`ConvAlgorithm`]).
 //!
 //! Threads: with at least as many samples as rayon threads, each task takes whole samples and
 //! runs single-threaded GEMMs; with fewer, samples run in order and each GEMM (and im2col, over
