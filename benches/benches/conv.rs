@@ -47,6 +47,14 @@ fn shapes() -> Vec<ConvShape> {
             w: [256, 256, 3, 3],
             params: pad1,
         },
+        // A ResNet-18 14² layer for one copy (`medium` runs one copy per chunk): too few 4×4
+        // tiles for F(4×4), enough 2×2 ones for F(2×2).
+        ConvShape {
+            id: "256x14x14_k3_b1",
+            x: [1, 256, 14, 14],
+            w: [256, 256, 3, 3],
+            params: pad1,
+        },
         ConvShape {
             id: "dw64x56x56_k3_b8",
             x: [8, 64, 56, 56],
