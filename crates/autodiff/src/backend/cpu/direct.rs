@@ -18,7 +18,7 @@
 //! add w·0.
 
 use super::conv::with_scratch;
-use super::simd::multiversion;
+use super::simd::{copy_short, multiversion};
 use crate::element::Float;
 use crate::ops::geometry::Conv2dGeometry;
 use crate::parallel::for_each_chunk;
@@ -252,7 +252,7 @@ fn fma_pair<T: Float>(a0: &mut [T; BLOCK], a1: &mut [T; BLOCK], w0: T, w1: T, sr
 /// The plane `dst` (rows of `w`) from its rows computed on the padded width `wp` in `src`.
 fn unpad_rows<T: Float>(src: &[T], wp: usize, w: usize, dst: &mut [T]) {
     for (r, row) in dst.chunks_exact_mut(w.max(1)).enumerate() {
-        row.copy_from_slice(&src[r * wp..][..w]);
+        copy_short(row, &src[r * wp..][..w]);
     }
 }
 
@@ -269,7 +269,7 @@ fn pad_into<T: Float>(
 ) {
     dst.fill(T::zero());
     for (r, row) in src.chunks_exact(w).take(h).enumerate() {
-        dst[(top + r) * wp + left..][..w].copy_from_slice(row);
+        copy_short(&mut dst[(top + r) * wp + left..][..w], row);
     }
 }
 

@@ -58,3 +58,45 @@ macro_rules! multiversion_impl {
     }};
 }
 pub(crate) use multiversion_impl as multiversion;
+
+/// to = from (equal lengths) in fixed-size moves of 16, 8, 4 elements (the last one overlapping
+/// the one before), inline: for rows of 4 … 64 elements, too short to pay for a `memcpy` call.
+#[inline(always)]
+pub(crate) fn copy_short<T: Copy>(to: &mut [T], from: &[T]) {
+    let n = to.len();
+    let from = &from[..n];
+    let chunk =
+        |to: &mut [T], at: usize, len: usize| to[at..at + len].copy_from_slice(&from[at..at + len]);
+    match n {
+        16.. => {
+            for at in (0..n - 15).step_by(16) {
+                chunk(to, at, 16);
+            }
+            chunk(to, n - 16, 16);
+        }
+        8..=15 => {
+            chunk(to, 0, 8);
+            chunk(to, n - 8, 8);
+        }
+        4..=7 => {
+            chunk(to, 0, 4);
+            chunk(to, n - 4, 4);
+        }
+        _ => to.copy_from_slice(from),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::copy_short;
+
+    #[test]
+    fn copy_short_copies_every_length() {
+        for n in 0..100usize {
+            let from: Vec<u32> = (0..n as u32).map(|v| v * 7 + 1).collect();
+            let mut to = vec![0u32; n];
+            copy_short(&mut to, &from);
+            assert_eq!(to, from, "length {n}");
+        }
+    }
+}

@@ -32,7 +32,7 @@
 
 use super::conv::{Slot, with_scratch, with_scratch_in};
 use super::gemm::{MatRef, Threads, matmul};
-use super::simd::multiversion;
+use super::simd::{copy_short, multiversion};
 use crate::element::Float;
 use crate::ops::geometry::Conv2dGeometry;
 use rayon::prelude::*;
@@ -646,33 +646,6 @@ fn compact<T: Copy, const W: usize>(
         for (i, &f) in from.iter().enumerate() {
             d_row[i * tw..][..W].copy_from_slice(&s_row[f..][..W]);
         }
-    }
-}
-
-/// to = from (equal lengths) in fixed-size moves of 16, 8, 4 elements (the last one overlapping
-/// the one before), inline: rows here are 4 … 64 elements, too short to pay for a `memcpy` call.
-#[inline(always)]
-fn copy_short<T: Copy>(to: &mut [T], from: &[T]) {
-    let n = to.len();
-    let from = &from[..n];
-    let chunk =
-        |to: &mut [T], at: usize, len: usize| to[at..at + len].copy_from_slice(&from[at..at + len]);
-    match n {
-        16.. => {
-            for at in (0..n - 15).step_by(16) {
-                chunk(to, at, 16);
-            }
-            chunk(to, n - 16, 16);
-        }
-        8..=15 => {
-            chunk(to, 0, 8);
-            chunk(to, n - 8, 8);
-        }
-        4..=7 => {
-            chunk(to, 0, 4);
-            chunk(to, n - 4, 4);
-        }
-        _ => to.copy_from_slice(from),
     }
 }
 
