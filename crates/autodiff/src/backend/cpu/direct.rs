@@ -89,29 +89,26 @@ pub(super) fn fwd_channels<T: Float>(
     let (hw, p) = (g.in_h * g.in_w, g.out_h * g.out_w);
     let flat = flat_blocks(g.out_h, g.out_w, wp);
     let taps = c_n * kh * kw;
+    let geometry = Taps {
+        plane: hp * wp,
+        kh,
+        kw,
+        wp,
+    };
+    let bias_of = |o: usize| bias.map_or(T::zero(), |b| b[o]);
     for_each_chunk(out, (k_n * p).max(1), |n, out_n| {
         // C padded planes, the slack the last block reads past them, one output plane.
         let slack = BLOCK;
         with_scratch(c_n * hp * wp + slack + 2 * flat, |buf: &mut [T]| {
             let (xp, y) = buf.split_at_mut(c_n * hp * wp + slack);
-            for (c, xp_c) in xp[..c_n * hp * wp].chunks_exact_mut(hp * wp).enumerate() {
-                let x_c = &x[(n * c_n + c) * hw..][..hw];
-                pad_into(x_c, g.in_h, g.in_w, g.pad[0], g.pad[1], wp, xp_c);
-            }
-            xp[c_n * hp * wp..].fill(T::zero());
+            let x_n = &x[n * c_n * hw..][..c_n * hw];
+            pad_planes(x_n, [g.in_h, g.in_w], [g.pad[0], g.pad[1]], [hp, wp], xp);
             // Output channels two at a time (each x load feeds both), the last one alone.
             for o0 in (0..k_n).step_by(2) {
                 let o1 = (o0 + 1).min(k_n - 1);
-                let bias_of = |o: usize| bias.map_or(T::zero(), |b| b[o]);
                 let (w0, w1) = (&w[o0 * taps..][..taps], &w[o1 * taps..][..taps]);
                 let (b0, b1) = (bias_of(o0), bias_of(o1));
-                let taps = Taps {
-                    plane: hp * wp,
-                    kh,
-                    kw,
-                    wp,
-                };
-                fwd_pair(xp, &taps, c_n, [w0, w1], [b0, b1], y);
+                fwd_pair(xp, &geometry, c_n, [w0, w1], [b0, b1], y);
                 for (o, y_o) in [(o0, &y[..flat]), (o1, &y[flat..])] {
                     let out_o = &mut out_n[o * p..][..p];
                     unpad_rows(y_o, wp, g.out_w, out_o);
@@ -133,17 +130,20 @@ pub(super) fn bwd_input_channels<T: Float>(g: &Conv2dGeometry, dy: &[T], w: &[T]
     let (hw, p) = (g.in_h * g.in_w, g.out_h * g.out_w);
     let flat = flat_blocks(g.in_h, g.in_w, wp);
     let taps = kh * kw;
+    let geometry = Taps {
+        plane: hp * wp,
+        kh,
+        kw,
+        wp,
+    };
     for_each_chunk(dx, (c_n * hw).max(1), |n, dx_n| {
         // K padded dY planes, their slack, one channel's kernels [K, kh, kw], one input plane.
         let planes = k_n * hp * wp + BLOCK;
         with_scratch(planes + 2 * k_n * taps + 2 * flat, |buf: &mut [T]| {
             let (dyp, rest) = buf.split_at_mut(planes);
             let (w_c, acc) = rest.split_at_mut(2 * k_n * taps);
-            for (o, dyp_o) in dyp[..k_n * hp * wp].chunks_exact_mut(hp * wp).enumerate() {
-                let dy_o = &dy[(n * k_n + o) * p..][..p];
-                pad_into(dy_o, g.out_h, g.out_w, top, left, wp, dyp_o);
-            }
-            dyp[k_n * hp * wp..].fill(T::zero());
+            let dy_n = &dy[n * k_n * p..][..k_n * p];
+            pad_planes(dy_n, [g.out_h, g.out_w], [top, left], [hp, wp], dyp);
             // Input channels two at a time (each dY load feeds both), the last one alone; their
             // kernels side by side as [2, K, kh, kw].
             for c0 in (0..c_n).step_by(2) {
@@ -155,13 +155,7 @@ pub(super) fn bwd_input_channels<T: Float>(g: &Conv2dGeometry, dy: &[T], w: &[T]
                     }
                 }
                 let (w0, w1) = w_c.split_at(k_n * taps);
-                let taps = Taps {
-                    plane: hp * wp,
-                    kh,
-                    kw,
-                    wp,
-                };
-                bwd_pair(dyp, &taps, [w0, w1], k_n, acc);
+                bwd_pair(dyp, &geometry, [w0, w1], k_n, acc);
                 for (c, a_c) in [(c0, &acc[..flat]), (c1, &acc[flat..])] {
                     let dx_c = &mut dx_n[c * hw..][..hw];
                     unpad_rows(a_c, wp, g.in_w, dx_c);
@@ -254,6 +248,26 @@ fn unpad_rows<T: Float>(src: &[T], wp: usize, w: usize, dst: &mut [T]) {
     for (r, row) in dst.chunks_exact_mut(w.max(1)).enumerate() {
         copy_short(row, &src[r * wp..][..w]);
     }
+}
+
+/// Copies the consecutive `h × w` planes of `src` into consecutive `hp × wp` planes of `dst`
+/// (zeroed first) at row `top`, column `left` of each; the rest of `dst` after them is zeroed.
+fn pad_planes<T: Float>(
+    src: &[T],
+    [h, w]: [usize; 2],
+    [top, left]: [usize; 2],
+    [hp, wp]: [usize; 2],
+    dst: &mut [T],
+) {
+    let planes = src.len() / (h * w).max(1);
+    let (padded, rest) = dst.split_at_mut(planes * hp * wp);
+    for (s, d) in src
+        .chunks_exact((h * w).max(1))
+        .zip(padded.chunks_exact_mut(hp * wp))
+    {
+        pad_into(s, h, w, top, left, wp, d);
+    }
+    rest.fill(T::zero());
 }
 
 /// Copies the `h × w` plane `src` into `dst` (`hp × wp`, zeroed first) at row `top`, column
@@ -392,10 +406,8 @@ pub(super) fn bwd_input<T: Float>(g: &Conv2dGeometry, dy: &[T], w: &[T], dx: &mu
         // scratch.
         with_scratch(og * hp * wp + flat, |buf: &mut [T]| {
             let (dyp, acc) = buf.split_at_mut(og * hp * wp);
-            for (k, dyp_o) in dyp.chunks_exact_mut(hp * wp).enumerate() {
-                let dy_o = &dy[(n * g.out_channels + c * og + k) * p..][..p];
-                pad_into(dy_o, g.out_h, g.out_w, top, left, wp, dyp_o);
-            }
+            let dy_c = &dy[(n * g.out_channels + c * og) * p..][..og * p];
+            pad_planes(dy_c, [g.out_h, g.out_w], [top, left], [hp, wp], dyp);
             let w_c = &w[c * og * kh * kw..][..og * kh * kw];
             bwd_plane(dyp, w_c, og, kh, kw, wp, acc);
             unpad_rows(acc, wp, g.in_w, dx_c);

@@ -194,6 +194,8 @@ struct Problem {
 /// The transforms of one variant F(M×M, 3×3), A = M + 2: G (3 → A), Bᵀ (A → A) and Aᵀ (A → M),
 /// each applied element-wise to vectors.
 trait Variant<const M: usize, const A: usize> {
+    /// The tile this variant is.
+    const TILE: Tile;
     /// G · g for one 3-vector.
     fn g<T: Float>(g: [T; 3]) -> [T; A];
     /// Bᵀ d for A vectors.
@@ -206,6 +208,8 @@ trait Variant<const M: usize, const A: usize> {
 struct F4x4;
 
 impl Variant<4, 6> for F4x4 {
+    const TILE: Tile = Tile::F4;
+
     #[inline(always)]
     fn g<T: Float>(g: [T; 3]) -> [T; 6] {
         let [g0, g1, g2] = g;
@@ -273,6 +277,8 @@ impl Variant<4, 6> for F4x4 {
 struct F2x2;
 
 impl Variant<2, 4> for F2x2 {
+    const TILE: Tile = Tile::F2;
+
     #[inline(always)]
     fn g<T: Float>(g: [T; 3]) -> [T; 4] {
         let [g0, g1, g2] = g;
@@ -368,7 +374,7 @@ fn run<T: Float, V: Variant<M, A>, const M: usize, const A: usize>(
         "winograd: output length"
     );
     assert_eq!(u.len(), p.k * A * A * p.c, "winograd: weight length");
-    let tile = if M == 2 { Tile::F2 } else { Tile::F4 };
+    let tile = V::TILE;
     let th = p.oh.div_ceil(M);
     let tw = p.ow.div_ceil(M);
     let rows = p.batch * th;
@@ -482,7 +488,7 @@ fn block<T: Float, V: Variant<M, A>, const M: usize, const A: usize>(
     let v_len = xi_n * p.c * nts;
     let m_len = xi_n * p.k * nts;
     let s_len = t.input_scratch(M, A).max(t.output_scratch(M, A));
-    let tile = if M == 2 { Tile::F2 } else { Tile::F4 };
+    let tile = V::TILE;
     with_scratch(v_len + m_len + s_len, |buf: &mut [T]| {
         let (v, rest) = buf.split_at_mut(v_len);
         let (m, scratch) = rest.split_at_mut(m_len);
