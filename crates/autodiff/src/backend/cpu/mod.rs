@@ -9,4 +9,5 @@ mod flatcol;
 pub mod gemm;
 pub mod pool;
 pub(crate) mod simd;
+mod wgemm;
 mod winograd;

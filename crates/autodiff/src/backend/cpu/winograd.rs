@@ -6,8 +6,10 @@
 //! Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (2016). Each m×m output
 //! tile is `Aᵀ [ Σ_c (G g_kc Gᵀ) ⊙ (Bᵀ d_c B) ] A` where `d_c` is the a×a (a = m + 2) input
 //! patch of channel c. The sum over channels of the a² element-wise products is a² independent
-//! GEMMs, `M[ξ] (K×T) = U[ξ] (K×C) · V[ξ] (C×T)` over the T tiles of a block, run on the packed
-//! `gemm` kernels. Per tile and channel pair that is a² multiply-adds instead of 9·m².
+//! GEMMs, `M[ξ] (K×T) = U[ξ] (K×C) · V[ξ] (C×T)` over the T tiles of a block, run on the
+//! register kernels of `wgemm` (at the machine's FMA peak: V needs no packing there, and U is
+//! packed once per model, see `cache`). Per tile and channel pair that is a² multiply-adds
+//! instead of 9·m².
 //!
 //! Layout and vectorisation. A block is a run of consecutive tile rows (a tile row is m output
 //! rows of one sample). Tile rows are short (2–16 tiles on the benchmark models), so nothing in
@@ -31,8 +33,9 @@
 //! its errors are close to im2col's.
 
 use super::conv::{Slot, with_scratch, with_scratch_in};
-use super::gemm::{MatRef, Threads, matmul};
+use super::gemm::Threads;
 use super::simd::{copy_short, multiversion};
+use super::wgemm;
 use crate::element::Float;
 use crate::ops::geometry::Conv2dGeometry;
 use rayon::prelude::*;
@@ -157,7 +160,8 @@ pub(super) fn conv3x3_bwd_input<T: Float>(
     }
 }
 
-/// Transforms the weights (flipped and transposed with `flip`) and runs the blocks.
+/// Transforms the weights (flipped and transposed with `flip`), or finds them transformed in
+/// the cache, and runs the blocks.
 fn convolve<T: Float, V: Variant<M, A>, const M: usize, const A: usize>(
     p: &Problem,
     x: &[T],
@@ -166,13 +170,114 @@ fn convolve<T: Float, V: Variant<M, A>, const M: usize, const A: usize>(
     bias: Option<&[T]>,
     out: &mut [T],
 ) {
+    let key = Key {
+        tile: V::TILE,
+        flip,
+        k: p.k,
+        c: p.c,
+    };
+    if let Some(up) = cache::find(key, w) {
+        return run::<T, V, M, A>(p, x, &up, bias, out);
+    }
     // The weights as given are [K, C, 3, 3] in the forward and [C, K, 3, 3] (read transposed)
     // in the input gradient: their first two dimensions are the problem's k, c or c, k.
     let (wk, wc) = if flip { (p.c, p.k) } else { (p.k, p.c) };
+    let mut up = vec![T::zero(); wgemm::packed_len(p.k, p.c, A * A)];
     with_scratch_in(Slot::Weights, p.k * A * A * p.c, |u: &mut [T]| {
         transform_weights::<T, V, M, A>(w, wk, wc, flip, u);
-        run::<T, V, M, A>(p, x, u, bias, out);
+        wgemm::pack_u(u, p.k, p.c, A * A, &mut up);
     });
+    let up = cache::keep(key, w, up);
+    run::<T, V, M, A>(p, x, &up, bias, out);
+}
+
+/// What the transformed weights depend on besides the weights' values.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Key {
+    tile: Tile,
+    flip: bool,
+    k: usize,
+    c: usize,
+}
+
+/// Transformed, packed weights kept between calls. A model's weights are the same for every
+/// chunk of copies and every image, and transforming them costs K·C·A² scalar steps per call
+/// (≈ 5% of a `small` map at 25 copies per call, the whole GEMM's order at one copy per call).
+/// An entry is found by its key and the weights' exact bytes (compared in full: no pointer or
+/// hash can return another tensor's transform), and shared by all threads. The cache holds at
+/// most [`cache::LIMIT`] bytes, first come first kept: nothing is evicted, so a model larger
+/// than the limit keeps its first layers' transforms and recomputes the rest, as before.
+mod cache {
+    use super::Key;
+    use crate::element::Float;
+    use std::any::Any;
+    use std::sync::{Arc, Mutex, PoisonError};
+
+    /// Bytes of weights and transforms kept at most (all entries, both element types).
+    pub(super) const LIMIT: usize = 32 << 20;
+
+    struct Entry {
+        key: Key,
+        /// The weights as given (`Vec<T>`) and their transform (`Arc<Vec<T>>`).
+        raw: Box<dyn Any + Send + Sync>,
+        packed: Box<dyn Any + Send + Sync>,
+    }
+
+    struct Cache {
+        entries: Vec<Entry>,
+        bytes: usize,
+    }
+
+    static CACHE: Mutex<Cache> = Mutex::new(Cache {
+        entries: Vec::new(),
+        bytes: 0,
+    });
+
+    fn lock() -> std::sync::MutexGuard<'static, Cache> {
+        // Every change is one push and one addition: a poisoned lock is still consistent.
+        CACHE.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The bytes of a float slice (floats have no padding and no invalid bit patterns), so
+    /// that NaN weights compare equal to themselves and −0 differs from +0.
+    fn bytes<T: Float>(w: &[T]) -> &[u8] {
+        // SAFETY: T is f32 or f64: plain bytes, size_of_val(w) of them, borrowed as w is.
+        unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<u8>(), std::mem::size_of_val(w)) }
+    }
+
+    /// The transform kept for `key` and exactly these weights, if any.
+    pub(super) fn find<T: Float>(key: Key, w: &[T]) -> Option<Arc<Vec<T>>> {
+        lookup(&lock(), key, w)
+    }
+
+    fn lookup<T: Float>(c: &Cache, key: Key, w: &[T]) -> Option<Arc<Vec<T>>> {
+        c.entries.iter().find_map(|e| {
+            let raw = e.raw.downcast_ref::<Vec<T>>()?;
+            (e.key == key && bytes(raw) == bytes(w))
+                .then(|| e.packed.downcast_ref::<Arc<Vec<T>>>().cloned())
+                .flatten()
+        })
+    }
+
+    /// Keeps `packed` (the transform of `w` under `key`) if the cache has room; returns it.
+    pub(super) fn keep<T: Float>(key: Key, w: &[T], packed: Vec<T>) -> Arc<Vec<T>> {
+        let packed = Arc::new(packed);
+        let size = std::mem::size_of_val(w) + std::mem::size_of_val(packed.as_slice());
+        let mut c = lock();
+        // Another thread may have kept the same transform meanwhile: share that one.
+        if let Some(kept) = lookup(&c, key, w) {
+            return kept;
+        }
+        if c.bytes + size <= LIMIT {
+            c.bytes += size;
+            c.entries.push(Entry {
+                key,
+                raw: Box::new(w.to_vec()),
+                packed: Box::new(Arc::clone(&packed)),
+            });
+        }
+        packed
+    }
 }
 
 /// One stride-1 3×3 convolution as the Winograd kernel sees it.
@@ -316,8 +421,8 @@ impl Variant<2, 4> for F2x2 {
 }
 
 /// U[k][ξ][c] = (G g Gᵀ)[ξ] for each kernel g = w[k][c] of `w` [K, C, 3, 3]; with `flip`,
-/// U[c][ξ][k] for the flipped and transposed kernel w'[c][k] = w[k][c] rotated 180°. Row r of
-/// the GEMM operand for ξ is then at `r·A²·cols + ξ·cols` (see `block`).
+/// U[c][ξ][k] for the flipped and transposed kernel w'[c][k] = w[k][c] rotated 180°
+/// (`wgemm::pack_u` then packs it into the GEMM kernel's panels).
 fn transform_weights<T: Float, V: Variant<M, A>, const M: usize, const A: usize>(
     w: &[T],
     k: usize,
@@ -373,7 +478,11 @@ fn run<T: Float, V: Variant<M, A>, const M: usize, const A: usize>(
         p.batch * p.k * p.oh * p.ow,
         "winograd: output length"
     );
-    assert_eq!(u.len(), p.k * A * A * p.c, "winograd: weight length");
+    assert_eq!(
+        u.len(),
+        wgemm::packed_len(p.k, p.c, A * A),
+        "winograd: packed weight length"
+    );
     let tile = V::TILE;
     let th = p.oh.div_ceil(M);
     let tw = p.ow.div_ceil(M);
@@ -494,19 +603,17 @@ fn block<T: Float, V: Variant<M, A>, const M: usize, const A: usize>(
         let (m, scratch) = rest.split_at_mut(m_len);
         let cx = Block { tile, p, t };
         input_transform(&cx, x, v, scratch);
-        // A² GEMMs: M[ξ] (K×nt) = U[ξ] (K×C) · V[ξ] (C×nt). Each operand keeps one channel's
-        // A² rows together (U[k][ξ][c], V[c][ξ][j], M[k][ξ][j]) so that the transforms read and
-        // write one contiguous region per channel.
-        for xi in 0..xi_n {
-            let a = MatRef {
-                data: u,
-                offset: xi * p.c,
-                row_stride: xi_n * p.c,
-                col_stride: 1,
-            };
-            let b = MatRef::row_major(&*v, xi * nts, xi_n * nts);
-            matmul(p.k, nt, p.c, a, b, m, xi * nts, xi_n * nts, false, threads);
-        }
+        // A² GEMMs: M[ξ] (K×nt) = U[ξ] (K×C) · V[ξ] (C×nt), with V ξ-major (V[ξ][c][j], what
+        // the GEMM kernel reads) and M channel-major (M[k][ξ][j], what the output transform
+        // reads one channel at a time); U packed in panels (`wgemm`).
+        let shape = wgemm::Shape {
+            k: p.k,
+            c: p.c,
+            xi_n,
+            nt,
+            ts: nts,
+        };
+        wgemm::multiply(shape, u, v, m, threads == Threads::Pool);
         output_transform(&cx, m, scratch, bias, out);
     });
 }
@@ -519,7 +626,7 @@ struct Block<'a> {
 }
 
 multiversion! {
-    /// V[c][ξ][j] for every channel c and tile j of the block.
+    /// V[ξ][c][j] for every channel c and tile j of the block.
     fn input_transform = input_transform_impl(cx: &Block, x: &[T], v: &mut [T], scratch: &mut [T])
 }
 
@@ -616,16 +723,18 @@ fn input_transform_v<T: Float, V: Variant<M, A>, const M: usize, const A: usize>
                 V::bt(d, rows_of(&mut ver[b * kv..], kv, A * kv));
             }
         }
-        // 5. Into V[c][ξ]: tile row i's tw patches start at its group's first column. One ξ
+        // 5. Into V[ξ][c]: tile row i's tw patches start at its group's first column. One ξ
         //    row at a time, tile rows in order, so that the stores run forward through it.
-        let v_c = &mut v[ci * A * A * nts..][..A * A * nts];
+        let v_c = &mut v[ci * nts..];
+        let ds = p.c * nts;
         match tw {
-            0..=2 => compact::<T, 2>(&ver[..], kv, v_c, nts, tw, from),
-            3..=4 => compact::<T, 4>(&ver[..], kv, v_c, nts, tw, from),
-            5..=8 => compact::<T, 8>(&ver[..], kv, v_c, nts, tw, from),
-            9..=SLACK => compact::<T, SLACK>(&ver[..], kv, v_c, nts, tw, from),
+            0..=2 => compact::<T, 2>(A * A, &ver[..], kv, v_c, ds, nts, tw, from),
+            3..=4 => compact::<T, 4>(A * A, &ver[..], kv, v_c, ds, nts, tw, from),
+            5..=8 => compact::<T, 8>(A * A, &ver[..], kv, v_c, ds, nts, tw, from),
+            9..=SLACK => compact::<T, SLACK>(A * A, &ver[..], kv, v_c, ds, nts, tw, from),
             _ => {
-                for (src, dst) in ver.chunks_exact(kv).zip(v_c.chunks_exact_mut(nts)) {
+                for (xi, src) in ver.chunks_exact(kv).take(A * A).enumerate() {
+                    let dst = &mut v_c[xi * ds..][..nts];
                     for (i, &f) in from.iter().enumerate() {
                         dst[i * tw..][..tw].copy_from_slice(&src[f..][..tw]);
                     }
@@ -635,19 +744,24 @@ fn input_transform_v<T: Float, V: Variant<M, A>, const M: usize, const A: usize>
     }
 }
 
-/// dst row ξ (stride nts)[i·tw ..][..W] = src row ξ (stride kv)[from[i] ..][..W] for every ξ and
-/// tile row i: one fixed-size move per tile row (W ≥ tw; the extra elements land where the
-/// next tile row, or the row's slack, is written after; both sides have SLACK to spare).
+/// dst row ξ (at ξ·ds, nts long)[i·tw ..][..W] = src row ξ (stride kv)[from[i] ..][..W] for
+/// ξ < rows and every tile row i: one fixed-size move per tile row (W ≥ tw; the extra elements land
+/// where the next tile row, or the row's slack, is written after; both sides have SLACK to
+/// spare).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn compact<T: Copy, const W: usize>(
+    rows: usize,
     src: &[T],
     kv: usize,
     dst: &mut [T],
+    ds: usize,
     nts: usize,
     tw: usize,
     from: &[usize],
 ) {
-    for (xi, d_row) in dst.chunks_exact_mut(nts).enumerate() {
+    for xi in 0..rows {
+        let d_row = &mut dst[xi * ds..][..nts];
         let s_row = &src[xi * kv..];
         for (i, &f) in from.iter().enumerate() {
             d_row[i * tw..][..W].copy_from_slice(&s_row[f..][..W]);
@@ -839,6 +953,40 @@ mod tests {
                 conv3x3_bwd_input(&g, &dy, &w, &mut got, tile);
                 let e = max_rel(&got, &want_dx);
                 assert!(e < 1e-13, "bwd case {i} {tile:?}: {e:e}");
+            }
+        }
+    }
+
+    /// The cache returns a transform only for the very weights it was made from: new values
+    /// in the same buffer (and the flipped use of the same values) are transformed afresh.
+    #[test]
+    fn cached_weights_follow_the_values() {
+        let p = Conv2dParams::new().padding(1);
+        let g = Conv2dGeometry::new(&[2, 16, 9, 11], &[17, 16, 3, 3], &p).unwrap();
+        let x = data(g.in_dims().iter().product(), 41);
+        let dy = data(g.out_dims().iter().product(), 42);
+        let mut w = data(g.weight_dims().iter().product(), 43);
+        for round in 0..3 {
+            for tile in [Tile::F2, Tile::F4] {
+                // Twice each: the second call finds the first one's transform.
+                for _ in 0..2 {
+                    let mut want = vec![0.0; dy.len()];
+                    conv::conv2d_fwd(&g, &x, &w, None, &mut want);
+                    let mut got = vec![f64::NAN; dy.len()];
+                    conv3x3_fwd(&g, &x, &w, None, &mut got, tile);
+                    assert!(max_rel(&got, &want) < 1e-12, "fwd {tile:?} round {round}");
+                    let mut want = vec![0.0; x.len()];
+                    conv::conv2d_bwd_input(&g, &dy, &w, &mut want);
+                    let mut got = vec![f64::NAN; x.len()];
+                    conv3x3_bwd_input(&g, &dy, &w, &mut got, tile);
+                    assert!(max_rel(&got, &want) < 1e-12, "bwd {tile:?} round {round}");
+                }
+            }
+            // New values in place; one weight changed only in sign of zero the last round.
+            if round == 0 {
+                w.iter_mut().for_each(|v| *v = -*v * 0.5);
+            } else {
+                w[5] = 0.0;
             }
         }
     }
