@@ -1,7 +1,7 @@
 //! Batched matrix multiply and the fully connected layer (`y = x·Wᵀ + b`, PyTorch's `Linear`).
 
 use super::{Input, Op};
-use crate::backend::cpu::gemm::{MatRef, Threads, matmul};
+use crate::backend::cpu::gemm::{MatRef, Threads, linear_product, matmul};
 use crate::element::Float;
 use crate::error::{Error, Result};
 use crate::shape::Shape;
@@ -138,23 +138,22 @@ impl<T: Float> Tape<T> {
         *out_dims.last_mut().unwrap_or(&mut 0) = out_f;
         let shape = Shape::new(&out_dims)?;
         let mut out = crate::buffers::zeros(shape.numel());
-        if let Some(b) = b {
-            for row in out.chunks_mut(out_f.max(1)) {
-                row.copy_from_slice(b.value().as_slice());
-            }
-        }
-        matmul(
+        linear_product(
             rows,
             out_f,
             in_f,
-            MatRef::row_major(x.value().as_slice(), 0, in_f),
-            MatRef::transposed(w.value().as_slice(), 0, in_f),
+            x.value().as_slice(),
+            w.value().as_slice(),
             &mut out,
-            0,
-            out_f,
-            b.is_some(),
             Threads::Pool,
         );
+        if let Some(b) = b {
+            for row in out.chunks_mut(out_f.max(1)) {
+                for (o, &bv) in row.iter_mut().zip(b.value().as_slice()) {
+                    *o += bv;
+                }
+            }
+        }
         let value = Tensor::from_parts(shape, out);
         let x_val = iw.map(|_| x.value().clone());
         let w_val = ix.map(|_| w.value().clone());

@@ -3,6 +3,7 @@
 
 pub mod conv;
 pub mod copies;
+mod derived;
 mod direct;
 pub mod elementwise;
 mod flatcol;

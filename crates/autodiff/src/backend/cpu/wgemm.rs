@@ -58,22 +58,26 @@ pub(super) fn pack_u<T: Float>(u: &[T], k: usize, c: usize, xi_n: usize, up: &mu
         });
 }
 
-/// The shapes of one block's GEMMs.
+/// The shapes and strides of one batch of GEMMs `M[ξ] = U[ξ] · V[ξ]`, ξ < `xi_n`.
 #[derive(Clone, Copy)]
 pub(super) struct Shape {
-    /// Output channels K, input channels C, patch elements A².
+    /// Rows of M (output channels) K, depth C, columns of V and M (tiles) T.
     pub k: usize,
     pub c: usize,
     pub xi_n: usize,
-    /// Tiles of the block T, and the row stride of V and M (≥ T rounded up to a whole vector).
     pub nt: usize,
-    pub ts: usize,
+    /// V: row c of ξ starts at `ξ·v_xi + c·vs`.
+    pub vs: usize,
+    pub v_xi: usize,
+    /// M: row k of ξ starts at `k·ms + ξ·m_xi`.
+    pub ms: usize,
+    pub m_xi: usize,
 }
 
-/// `m[k][ξ][j] = Σ_c up[ξ][k / KR][c][k % KR] · v[ξ][c][j]` for every ξ, k < K and j < T (M's
-/// rows are `xi_n·ts` long; the kernel also writes its columns T … T rounded up to a vector,
-/// inside each row's stride). With `parallel`, the panels of output channels are spread over
-/// the rayon pool.
+/// `m[k·ms + ξ·m_xi + j] = Σ_c up[ξ][k / KR][c][k % KR] · v[ξ·v_xi + c·vs + j]` for every ξ,
+/// k < K and j < T. The kernels work in whole vectors: they read V's rows and write M's rows
+/// up to T rounded up to a vector, which must lie inside each row (`vs`, `m_xi` when there are
+/// several ξ, and `ms`). With `parallel`, the panels of rows are spread over the rayon pool.
 pub(super) fn multiply<T: Float>(s: Shape, up: &[T], v: &[T], m: &mut [T], parallel: bool) {
     multiply_with(Kernel::pick::<T>(), s, up, v, m, parallel);
 }
@@ -86,39 +90,43 @@ fn multiply_with<T: Float>(
     m: &mut [T],
     parallel: bool,
 ) {
-    let vec = lanes::<T>();
+    if s.k == 0 || s.nt == 0 || s.xi_n == 0 {
+        return;
+    }
+    let end = s.nt.div_ceil(lanes::<T>()) * lanes::<T>();
+    let m_row = (s.xi_n - 1) * s.m_xi + end;
     assert!(
-        s.nt.div_ceil(vec) * vec <= s.ts,
-        "wgemm: row stride {} leaves no room for whole vectors over {} tiles",
-        s.ts,
+        end <= s.vs && m_row <= s.ms && (s.xi_n == 1 || end <= s.m_xi),
+        "wgemm: rows too short for whole vectors over {} columns",
         s.nt
     );
     assert!(up.len() >= packed_len(s.k, s.c, s.xi_n), "wgemm: packed U");
-    assert!(v.len() >= s.xi_n * s.c * s.ts, "wgemm: V");
-    assert!(m.len() >= s.k * s.xi_n * s.ts, "wgemm: M");
-    let m = &mut m[..s.k * s.xi_n * s.ts];
-    let rows = KR * s.xi_n * s.ts;
-    if parallel && s.k > KR {
-        m.par_chunks_mut(rows)
+    assert!(
+        s.c == 0 || v.len() >= (s.xi_n - 1) * s.v_xi + (s.c - 1) * s.vs + end,
+        "wgemm: V"
+    );
+    assert!(m.len() >= (s.k - 1) * s.ms + m_row, "wgemm: M");
+    let m = &mut m[..(s.k - 1) * s.ms + m_row];
+    let n_panels = s.k.div_ceil(KR);
+    if parallel && n_panels > 1 {
+        m.par_chunks_mut(KR * s.ms)
             .enumerate()
-            .for_each(|(p, m_p)| panels(kernel, &s, up, v, m_p, p));
+            .for_each(|(p, m_p)| panels(kernel, &s, up, v, m_p, p..p + 1));
     } else {
-        for (p, m_p) in m.chunks_mut(rows).enumerate() {
-            panels(kernel, &s, up, v, m_p, p);
-        }
+        panels(kernel, &s, up, v, m, 0..n_panels);
     }
 }
 
 /// Which register kernel runs: AVX-512 or AVX2 intrinsics for f32, or the portable loops.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Kernel {
+pub(super) enum Kernel {
     Avx512,
     Avx2,
     Portable,
 }
 
 impl Kernel {
-    fn pick<T: Float>() -> Kernel {
+    pub(super) fn pick<T: Float>() -> Kernel {
         if T::DTYPE != DType::F32 {
             return Kernel::Portable;
         }
@@ -135,75 +143,99 @@ impl Kernel {
     }
 }
 
-/// The block of output-channel panel `p` (its rows `m_p`, up to KR of them) for every ξ.
-fn panels<T: Float>(kernel: Kernel, s: &Shape, up: &[T], v: &[T], m_p: &mut [T], p: usize) {
-    let row = s.xi_n * s.ts;
-    let k_rows = m_p.len() / row;
+/// The rows of the output-channel panels `range` (M from the first one's first row, `m_p`)
+/// for every ξ.
+fn panels<T: Float>(
+    kernel: Kernel,
+    s: &Shape,
+    up: &[T],
+    v: &[T],
+    m_p: &mut [T],
+    range: std::ops::Range<usize>,
+) {
     let panel_len = KR * s.c;
     let per_xi = s.k.div_ceil(KR) * panel_len;
-    // The last column a kernel may write in a row: T rounded up to its widest step's vectors.
     let end = s.nt.div_ceil(lanes::<T>()) * lanes::<T>();
     for xi in 0..s.xi_n {
-        let up_p = &up[xi * per_xi + p * panel_len..][..panel_len];
-        let v_xi = &v[xi * s.c * s.ts..][..s.c * s.ts];
-        let m_xi = &mut m_p[xi * s.ts..];
+        let up_r = &up[xi * per_xi + range.start * panel_len..][..range.len() * panel_len];
+        let v_xi = &v[xi * s.v_xi..];
+        let m_xi = &mut m_p[xi * s.m_xi..];
+        let g = Geometry {
+            c: s.c,
+            vs: s.vs,
+            nt: s.nt,
+            ms: s.ms,
+            rows: (s.k - range.start * KR).min(range.len() * KR),
+        };
         match kernel {
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 | Kernel::Avx2 => {
                 // SAFETY: T is f32 (`Kernel::pick`), so the casts reinterpret f32 slices as
-                // themselves; the CPU has the kernel's extensions (checked in `pick`); every
-                // access stays inside the slices: V rows are `ts` long and read up to `end` ≤ ts
-                // (asserted in `multiply`), M rows likewise, `k_rows` rows of `row` each.
+                // themselves; the CPU has the kernel's extensions (checked in `pick`); the
+                // kernels check their bounds against `g`.
                 unsafe {
                     let cast =
                         |a: &[T]| std::slice::from_raw_parts(a.as_ptr().cast::<f32>(), a.len());
-                    let (up_p, v_xi) = (cast(up_p), cast(v_xi));
+                    let (up_r, v_xi) = (cast(up_r), cast(v_xi));
                     let m_xi =
                         std::slice::from_raw_parts_mut(m_xi.as_mut_ptr().cast::<f32>(), m_xi.len());
                     if kernel == Kernel::Avx512 {
-                        x86::panel_avx512(up_p, v_xi, s.c, s.ts, s.nt, m_xi, row, k_rows);
+                        x86::panels_avx512(up_r, v_xi, m_xi, &g);
                     } else {
-                        x86::panel_avx2(up_p, v_xi, s.c, s.ts, s.nt, m_xi, row, k_rows);
+                        x86::panels_avx2(up_r, v_xi, m_xi, &g);
                     }
                 }
             }
-            _ => portable(up_p, v_xi, s.c, s.ts, end, m_xi, row, k_rows),
+            _ => portable(up_r, v_xi, m_xi, &g, end),
         }
+    }
+}
+
+/// What a kernel needs of a run of panels: depth, V's row stride, columns, M's row stride,
+/// and the rows of M the panels cover (the last panel may have fewer than KR).
+pub(super) struct Geometry {
+    c: usize,
+    vs: usize,
+    nt: usize,
+    ms: usize,
+    rows: usize,
+}
+
+impl Geometry {
+    /// Panics unless `up`, `v` and `m` hold what the panels read and write with whole
+    /// vectors of `vec` lanes.
+    fn check<T>(&self, up: &[T], v: &[T], m: &[T], vec: usize) {
+        let end = self.nt.div_ceil(vec) * vec;
+        assert!(
+            up.len() >= self.rows.div_ceil(KR) * self.c * KR,
+            "wgemm panels: U"
+        );
+        assert!(
+            self.c == 0 || v.len() >= (self.c - 1) * self.vs + end,
+            "wgemm panels: V"
+        );
+        assert!(
+            self.rows == 0 || m.len() >= (self.rows - 1) * self.ms + end,
+            "wgemm panels: M"
+        );
     }
 }
 
 multiversion! {
     /// The portable kernel: one row of output channels at a time over vectors of tiles.
-    fn portable = portable_impl(
-        up_p: &[T],
-        v_xi: &[T],
-        c: usize,
-        ts: usize,
-        end: usize,
-        m_xi: &mut [T],
-        row: usize,
-        k_rows: usize,
-    )
+    fn portable = portable_impl(up_p: &[T], v: &[T], m: &mut [T], g: &Geometry, end: usize)
 }
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn portable_impl<T: Float>(
-    up_p: &[T],
-    v_xi: &[T],
-    c: usize,
-    ts: usize,
-    end: usize,
-    m_xi: &mut [T],
-    row: usize,
-    k_rows: usize,
-) {
-    for r in 0..k_rows {
-        let out = &mut m_xi[r * row..][..end];
+fn portable_impl<T: Float>(up: &[T], v: &[T], m: &mut [T], g: &Geometry, end: usize) {
+    g.check(up, v, m, end.max(1));
+    for r in 0..g.rows {
+        let u = &up[r / KR * KR * g.c..][..KR * g.c];
+        let out = &mut m[r * g.ms..][..end];
         out.fill(T::zero());
-        for (ci, v_c) in v_xi.chunks_exact(ts).take(c).enumerate() {
-            let w = up_p[ci * KR + r];
-            for (o, &x) in out.iter_mut().zip(&v_c[..end]) {
+        for ci in 0..g.c {
+            let w = u[ci * KR + r % KR];
+            for (o, &x) in out.iter_mut().zip(&v[ci * g.vs..][..end]) {
                 *o = w.mul_add(x, *o);
             }
         }
@@ -214,65 +246,57 @@ fn portable_impl<T: Float>(
 /// input channels, each channel one vector load of V per vector and one broadcast of U per row.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::KR;
+    use super::{Geometry, KR};
     use std::arch::x86_64::*;
 
-    /// One output-channel panel over all tiles: three vectors (48 tiles) at a time, then the
-    /// remaining one or two.
+    /// The panels over all tiles: three vectors (48 tiles) at a time, then the remaining one
+    /// or two; for each such strip of V (in L1) every panel in turn.
     ///
     /// # Safety
-    /// The CPU has AVX-512F; `v` holds `c` rows of `ts` and `m` `k_rows` rows of `row` from
-    /// its start, with `nt` rounded up to 16 ≤ `ts` and ≤ `row`; `up` holds `c·KR` values.
+    /// The CPU has AVX-512F.
     #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn panel_avx512(
-        up: &[f32],
-        v: &[f32],
-        c: usize,
-        ts: usize,
-        nt: usize,
-        m: &mut [f32],
-        row: usize,
-        k_rows: usize,
-    ) {
-        assert!(up.len() >= c * KR && v.len() >= c.saturating_sub(1) * ts + nt.div_ceil(16) * 16);
-        assert!(k_rows <= KR && m.len() >= k_rows.saturating_sub(1) * row + nt.div_ceil(16) * 16);
+    pub(super) unsafe fn panels_avx512(up: &[f32], v: &[f32], m: &mut [f32], g: &Geometry) {
+        g.check(up, v, m, 16);
         let mut j0 = 0;
-        while j0 < nt {
-            // SAFETY: tiles j0 .. j0 + 16·NV ≤ nt rounded up to 16 (the asserts above bound
-            // every row read and written).
-            unsafe {
-                j0 += match (nt - j0).div_ceil(16) {
-                    1 => block512::<1>(up, v, c, ts, j0, m, row, k_rows),
-                    2 => block512::<2>(up, v, c, ts, j0, m, row, k_rows),
-                    _ => block512::<3>(up, v, c, ts, j0, m, row, k_rows),
-                };
+        while j0 < g.nt {
+            let nv = (g.nt - j0).div_ceil(16).min(3);
+            for p in 0..g.rows.div_ceil(KR) {
+                let rows = (g.rows - p * KR).min(KR);
+                let (u, out) = (&up[p * KR * g.c..], &mut m[p * KR * g.ms..]);
+                // SAFETY: tiles j0 .. j0 + 16·nv ≤ nt rounded up to 16, rows p·KR + rows ≤
+                // g.rows: inside what `check` bounded.
+                unsafe {
+                    match nv {
+                        1 => block512::<1>(u, v, out, g, j0, rows),
+                        2 => block512::<2>(u, v, out, g, j0, rows),
+                        _ => block512::<3>(u, v, out, g, j0, rows),
+                    }
+                }
             }
+            j0 += 16 * nv;
         }
     }
 
+    /// Columns j0 .. j0 + 16·NV of one panel (`rows` ≤ KR rows of M from `m`).
     #[target_feature(enable = "avx512f")]
     #[inline]
-    #[allow(clippy::too_many_arguments)]
     unsafe fn block512<const NV: usize>(
         up: &[f32],
         v: &[f32],
-        c: usize,
-        ts: usize,
-        j0: usize,
         m: &mut [f32],
-        row: usize,
-        k_rows: usize,
-    ) -> usize {
-        // SAFETY: the caller bounds every row read and written (see `panel_avx512`).
+        g: &Geometry,
+        j0: usize,
+        rows: usize,
+    ) {
+        // SAFETY: the caller bounds every row read and written (see `panels_avx512`).
         unsafe {
             let mut acc = [[_mm512_setzero_ps(); NV]; KR];
             let (u, x) = (up.as_ptr(), v.as_ptr().add(j0));
-            for ci in 0..c {
+            for ci in 0..g.c {
                 // (Loops, not closures: a closure would be compiled without AVX-512.)
                 let mut xs = [_mm512_setzero_ps(); NV];
                 for (q, xq) in xs.iter_mut().enumerate() {
-                    *xq = _mm512_loadu_ps(x.add(ci * ts + 16 * q));
+                    *xq = _mm512_loadu_ps(x.add(ci * g.vs + 16 * q));
                 }
                 for (r, acc_r) in acc.iter_mut().enumerate() {
                     let w = _mm512_set1_ps(*u.add(ci * KR + r));
@@ -282,49 +306,41 @@ mod x86 {
                 }
             }
             let out = m.as_mut_ptr().add(j0);
-            for (r, acc_r) in acc.iter().enumerate().take(k_rows) {
+            for (r, acc_r) in acc.iter().enumerate().take(rows) {
                 for (q, &a) in acc_r.iter().enumerate() {
-                    _mm512_storeu_ps(out.add(r * row + 16 * q), a);
+                    _mm512_storeu_ps(out.add(r * g.ms + 16 * q), a);
                 }
             }
         }
-        16 * NV
     }
 
     /// The same with AVX2 + FMA: one vector (8 tiles) per step, so that the KR accumulators,
     /// the loaded vector and the broadcast fit in 16 registers.
     ///
     /// # Safety
-    /// The CPU has AVX2 and FMA; sizes as [`panel_avx512`] with 8 for 16.
+    /// The CPU has AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn panel_avx2(
-        up: &[f32],
-        v: &[f32],
-        c: usize,
-        ts: usize,
-        nt: usize,
-        m: &mut [f32],
-        row: usize,
-        k_rows: usize,
-    ) {
-        assert!(up.len() >= c * KR && v.len() >= c.saturating_sub(1) * ts + nt.div_ceil(8) * 8);
-        assert!(k_rows <= KR && m.len() >= k_rows.saturating_sub(1) * row + nt.div_ceil(8) * 8);
-        let u = up.as_ptr();
-        for j0 in (0..nt).step_by(8) {
-            // SAFETY: tiles j0 .. j0 + 8 ≤ nt rounded up to 8 (asserted above).
-            unsafe {
-                let mut acc = [_mm256_setzero_ps(); KR];
-                let x = v.as_ptr().add(j0);
-                for ci in 0..c {
-                    let xv = _mm256_loadu_ps(x.add(ci * ts));
-                    for (r, a) in acc.iter_mut().enumerate() {
-                        *a = _mm256_fmadd_ps(_mm256_set1_ps(*u.add(ci * KR + r)), xv, *a);
+    pub(super) unsafe fn panels_avx2(up: &[f32], v: &[f32], m: &mut [f32], g: &Geometry) {
+        g.check(up, v, m, 8);
+        for j0 in (0..g.nt).step_by(8) {
+            for p in 0..g.rows.div_ceil(KR) {
+                let rows = (g.rows - p * KR).min(KR);
+                // SAFETY: tiles j0 .. j0 + 8 ≤ nt rounded up to 8, rows inside g.rows
+                // (checked).
+                unsafe {
+                    let u = up.as_ptr().add(p * KR * g.c);
+                    let mut acc = [_mm256_setzero_ps(); KR];
+                    let x = v.as_ptr().add(j0);
+                    for ci in 0..g.c {
+                        let xv = _mm256_loadu_ps(x.add(ci * g.vs));
+                        for (r, a) in acc.iter_mut().enumerate() {
+                            *a = _mm256_fmadd_ps(_mm256_set1_ps(*u.add(ci * KR + r)), xv, *a);
+                        }
                     }
-                }
-                let out = m.as_mut_ptr().add(j0);
-                for (r, &a) in acc.iter().enumerate().take(k_rows) {
-                    _mm256_storeu_ps(out.add(r * row), a);
+                    let out = m.as_mut_ptr().add(p * KR * g.ms + j0);
+                    for (r, &a) in acc.iter().enumerate().take(rows) {
+                        _mm256_storeu_ps(out.add(r * g.ms), a);
+                    }
                 }
             }
         }
@@ -356,7 +372,16 @@ mod tests {
             let v = data(xi_n * c * ts, 2);
             let mut up = vec![f64::NAN; packed_len(k, c, xi_n)];
             pack_u(&u, k, c, xi_n, &mut up);
-            let s = Shape { k, c, xi_n, nt, ts };
+            let s = Shape {
+                k,
+                c,
+                xi_n,
+                nt,
+                vs: ts,
+                v_xi: c * ts,
+                ms: xi_n * ts,
+                m_xi: ts,
+            };
             for parallel in [false, true] {
                 let mut m = vec![f64::NAN; k * xi_n * ts];
                 multiply(s, &up, &v, &mut m, parallel);
@@ -410,7 +435,16 @@ mod tests {
         let mut up = vec![0.0f32; packed_len(k, c, xi_n)];
         pack_u(&u32s, k, c, xi_n, &mut up);
         let mut m = vec![f32::NAN; k * xi_n * ts];
-        let s = Shape { k, c, xi_n, nt, ts };
+        let s = Shape {
+            k,
+            c,
+            xi_n,
+            nt,
+            vs: ts,
+            v_xi: c * ts,
+            ms: xi_n * ts,
+            m_xi: ts,
+        };
         multiply_with(kernel, s, &up, &v32s, &mut m, false);
         for ki in 0..k {
             for xi in 0..xi_n {

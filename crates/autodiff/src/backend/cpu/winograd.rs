@@ -33,6 +33,7 @@
 //! its errors are close to im2col's.
 
 use super::conv::{Slot, with_scratch, with_scratch_in};
+use super::derived::{self, Key};
 use super::gemm::Threads;
 use super::simd::{copy_short, multiversion};
 use super::wgemm;
@@ -44,9 +45,9 @@ use rayon::prelude::*;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Tile {
     /// F(2×2, 3×3): 4×4 patches, 16 GEMMs.
-    F2,
+    F2 = 2,
     /// F(4×4, 3×3): 6×6 patches, 36 GEMMs.
-    F4,
+    F4 = 4,
 }
 
 impl Tile {
@@ -161,7 +162,9 @@ pub(super) fn conv3x3_bwd_input<T: Float>(
 }
 
 /// Transforms the weights (flipped and transposed with `flip`), or finds them transformed in
-/// the cache, and runs the blocks.
+/// the cache of derived weights (a model's weights are the same for every chunk of copies and
+/// every image, and their transform costs K·C·A² scalar steps: ≈ 5% of a `small` map at 25
+/// copies per call), and runs the blocks.
 fn convolve<T: Float, V: Variant<M, A>, const M: usize, const A: usize>(
     p: &Problem,
     x: &[T],
@@ -170,114 +173,25 @@ fn convolve<T: Float, V: Variant<M, A>, const M: usize, const A: usize>(
     bias: Option<&[T]>,
     out: &mut [T],
 ) {
-    let key = Key {
-        tile: V::TILE,
+    let key = Key::Winograd {
+        tile: V::TILE as u8,
         flip,
         k: p.k,
         c: p.c,
     };
-    if let Some(up) = cache::find(key, w) {
-        return run::<T, V, M, A>(p, x, &up, bias, out);
-    }
     // The weights as given are [K, C, 3, 3] in the forward and [C, K, 3, 3] (read transposed)
     // in the input gradient: their first two dimensions are the problem's k, c or c, k.
     let (wk, wc) = if flip { (p.c, p.k) } else { (p.k, p.c) };
+    if let Some(up) = derived::find(key, w) {
+        return run::<T, V, M, A>(p, x, &up, bias, out);
+    }
     let mut up = vec![T::zero(); wgemm::packed_len(p.k, p.c, A * A)];
     with_scratch_in(Slot::Weights, p.k * A * A * p.c, |u: &mut [T]| {
         transform_weights::<T, V, M, A>(w, wk, wc, flip, u);
         wgemm::pack_u(u, p.k, p.c, A * A, &mut up);
     });
-    let up = cache::keep(key, w, up);
+    let up = derived::keep(key, w, up);
     run::<T, V, M, A>(p, x, &up, bias, out);
-}
-
-/// What the transformed weights depend on besides the weights' values.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-struct Key {
-    tile: Tile,
-    flip: bool,
-    k: usize,
-    c: usize,
-}
-
-/// Transformed, packed weights kept between calls. A model's weights are the same for every
-/// chunk of copies and every image, and transforming them costs K·C·A² scalar steps per call
-/// (≈ 5% of a `small` map at 25 copies per call, the whole GEMM's order at one copy per call).
-/// An entry is found by its key and the weights' exact bytes (compared in full: no pointer or
-/// hash can return another tensor's transform), and shared by all threads. The cache holds at
-/// most [`cache::LIMIT`] bytes, first come first kept: nothing is evicted, so a model larger
-/// than the limit keeps its first layers' transforms and recomputes the rest, as before.
-mod cache {
-    use super::Key;
-    use crate::element::Float;
-    use std::any::Any;
-    use std::sync::{Arc, Mutex, PoisonError};
-
-    /// Bytes of weights and transforms kept at most (all entries, both element types).
-    pub(super) const LIMIT: usize = 32 << 20;
-
-    struct Entry {
-        key: Key,
-        /// The weights as given (`Vec<T>`) and their transform (`Arc<Vec<T>>`).
-        raw: Box<dyn Any + Send + Sync>,
-        packed: Box<dyn Any + Send + Sync>,
-    }
-
-    struct Cache {
-        entries: Vec<Entry>,
-        bytes: usize,
-    }
-
-    static CACHE: Mutex<Cache> = Mutex::new(Cache {
-        entries: Vec::new(),
-        bytes: 0,
-    });
-
-    fn lock() -> std::sync::MutexGuard<'static, Cache> {
-        // Every change is one push and one addition: a poisoned lock is still consistent.
-        CACHE.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The bytes of a float slice (floats have no padding and no invalid bit patterns), so
-    /// that NaN weights compare equal to themselves and −0 differs from +0.
-    fn bytes<T: Float>(w: &[T]) -> &[u8] {
-        // SAFETY: T is f32 or f64: plain bytes, size_of_val(w) of them, borrowed as w is.
-        unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<u8>(), std::mem::size_of_val(w)) }
-    }
-
-    /// The transform kept for `key` and exactly these weights, if any.
-    pub(super) fn find<T: Float>(key: Key, w: &[T]) -> Option<Arc<Vec<T>>> {
-        lookup(&lock(), key, w)
-    }
-
-    fn lookup<T: Float>(c: &Cache, key: Key, w: &[T]) -> Option<Arc<Vec<T>>> {
-        c.entries.iter().find_map(|e| {
-            let raw = e.raw.downcast_ref::<Vec<T>>()?;
-            (e.key == key && bytes(raw) == bytes(w))
-                .then(|| e.packed.downcast_ref::<Arc<Vec<T>>>().cloned())
-                .flatten()
-        })
-    }
-
-    /// Keeps `packed` (the transform of `w` under `key`) if the cache has room; returns it.
-    pub(super) fn keep<T: Float>(key: Key, w: &[T], packed: Vec<T>) -> Arc<Vec<T>> {
-        let packed = Arc::new(packed);
-        let size = std::mem::size_of_val(w) + std::mem::size_of_val(packed.as_slice());
-        let mut c = lock();
-        // Another thread may have kept the same transform meanwhile: share that one.
-        if let Some(kept) = lookup(&c, key, w) {
-            return kept;
-        }
-        if c.bytes + size <= LIMIT {
-            c.bytes += size;
-            c.entries.push(Entry {
-                key,
-                raw: Box::new(w.to_vec()),
-                packed: Box::new(Arc::clone(&packed)),
-            });
-        }
-        packed
-    }
 }
 
 /// One stride-1 3×3 convolution as the Winograd kernel sees it.
@@ -611,7 +525,10 @@ fn block<T: Float, V: Variant<M, A>, const M: usize, const A: usize>(
             c: p.c,
             xi_n,
             nt,
-            ts: nts,
+            vs: nts,
+            v_xi: p.c * nts,
+            ms: xi_n * nts,
+            m_xi: nts,
         };
         wgemm::multiply(shape, u, v, m, threads == Threads::Pool);
         output_transform(&cx, m, scratch, bias, out);
