@@ -67,6 +67,13 @@ impl Tile {
     }
 }
 
+/// Bytes of V and M a block aims to keep in L2 (1 MiB per core on the benchmark machine; the
+/// rest is left to the weights and the input rows).
+const BLOCK_BUDGET: usize = 768 << 10;
+
+/// The fewest tiles a block is cut to for the cache.
+const MIN_TILES: usize = 48;
+
 /// The most tile rows a block holds (the planner's target tiles, at one tile per row).
 const MAX_ROWS: usize = 256;
 
@@ -210,21 +217,65 @@ struct Problem {
     pad_l: usize,
 }
 
-/// The transforms of one variant F(M×M, 3×3), A = M + 2: G (3 → A), Bᵀ (A → A) and Aᵀ (A → M),
-/// each applied element-wise to vectors.
-trait Variant<const M: usize, const A: usize> {
+/// What the transforms compute on: one scalar (`f32`, `f64`) or one vector register of them
+/// (the AVX-512 kernels' lanes), so that each transform's arithmetic is written once and every
+/// path rounds alike.
+pub(super) trait Lane:
+    Copy + std::ops::Add<Output = Self> + std::ops::Sub<Output = Self> + std::ops::Mul<Output = Self>
+{
+    /// The constant `v` in every lane.
+    fn splat(v: f64) -> Self;
+}
+
+impl<T: Float> Lane for T {
+    #[inline(always)]
+    fn splat(v: f64) -> Self {
+        T::from_f64(v)
+    }
+}
+
+/// The transforms of one variant F(M×M, 3×3), A = M + 2: G (3 → A), Bᵀ (A → A) and Aᵀ (A → M).
+pub(super) trait Variant<const M: usize, const A: usize> {
     /// The tile this variant is.
     const TILE: Tile;
     /// G · g for one 3-vector.
     fn g<T: Float>(g: [T; 3]) -> [T; A];
-    /// Bᵀ d for A vectors.
-    fn bt<T: Float>(d: [&[T]; A], out: [&mut [T]; A]);
-    /// Aᵀ m for A vectors: M outputs.
-    fn at<T: Float>(m: [&[T]; A], out: [&mut [T]; M]);
+    /// Bᵀ d for one A-vector.
+    fn bt1<L: Lane>(d: [L; A]) -> [L; A];
+    /// Aᵀ m for one A-vector: M outputs.
+    fn at1<L: Lane>(m: [L; A]) -> [L; M];
+
+    /// Bᵀ d element-wise over A slices.
+    #[inline(always)]
+    fn bt<T: Float>(d: [&[T]; A], out: [&mut [T]; A]) {
+        let n = out[0].len();
+        let d: [&[T]; A] = std::array::from_fn(|b| &d[b][..n]);
+        let mut out = out;
+        for i in 0..n {
+            let o = Self::bt1(std::array::from_fn(|b| d[b][i]));
+            for (row, v) in out.iter_mut().zip(o) {
+                row[i] = v;
+            }
+        }
+    }
+
+    /// Aᵀ m element-wise over A slices.
+    #[inline(always)]
+    fn at<T: Float>(m: [&[T]; A], out: [&mut [T]; M]) {
+        let n = out[0].len();
+        let m: [&[T]; A] = std::array::from_fn(|b| &m[b][..n]);
+        let mut out = out;
+        for i in 0..n {
+            let o = Self::at1(std::array::from_fn(|b| m[b][i]));
+            for (row, v) in out.iter_mut().zip(o) {
+                row[i] = v;
+            }
+        }
+    }
 }
 
 /// F(4×4, 3×3) (Lavin & Gray's interpolation points 0, ±1, ±2, ∞).
-struct F4x4;
+pub(super) struct F4x4;
 
 impl Variant<4, 6> for F4x4 {
     const TILE: Tile = Tile::F4;
@@ -249,51 +300,36 @@ impl Variant<4, 6> for F4x4 {
     }
 
     #[inline(always)]
-    fn bt<T: Float>(d: [&[T]; 6], out: [&mut [T]; 6]) {
-        let [d0, d1, d2, d3, d4, d5] = d;
-        let [o0, o1, o2, o3, o4, o5] = out;
-        let n = o0.len();
-        let (d0, d1, d2, d3, d4, d5) = (&d0[..n], &d1[..n], &d2[..n], &d3[..n], &d4[..n], &d5[..n]);
-        let (o1, o2, o3, o4, o5) = (
-            &mut o1[..n],
-            &mut o2[..n],
-            &mut o3[..n],
-            &mut o4[..n],
-            &mut o5[..n],
-        );
-        let (two, four, five) = (T::from_f64(2.0), T::from_f64(4.0), T::from_f64(5.0));
-        for i in 0..n {
-            let (a0, a1, a2, a3, a4, a5) = (d0[i], d1[i], d2[i], d3[i], d4[i], d5[i]);
-            o0[i] = four * a0 - five * a2 + a4;
-            o1[i] = a3 + a4 - four * (a1 + a2);
-            o2[i] = four * (a1 - a2) - a3 + a4;
-            o3[i] = two * (a3 - a1) - a2 + a4;
-            o4[i] = two * (a1 - a3) - a2 + a4;
-            o5[i] = four * a1 - five * a3 + a5;
-        }
+    fn bt1<L: Lane>(d: [L; 6]) -> [L; 6] {
+        let [a0, a1, a2, a3, a4, a5] = d;
+        let (two, four, five) = (L::splat(2.0), L::splat(4.0), L::splat(5.0));
+        [
+            four * a0 - five * a2 + a4,
+            a3 + a4 - four * (a1 + a2),
+            four * (a1 - a2) - a3 + a4,
+            two * (a3 - a1) - a2 + a4,
+            two * (a1 - a3) - a2 + a4,
+            four * a1 - five * a3 + a5,
+        ]
     }
 
     #[inline(always)]
-    fn at<T: Float>(m: [&[T]; 6], out: [&mut [T]; 4]) {
+    fn at1<L: Lane>(m: [L; 6]) -> [L; 4] {
         let [m0, m1, m2, m3, m4, m5] = m;
-        let [o0, o1, o2, o3] = out;
-        let n = o0.len();
-        let (m0, m1, m2, m3, m4, m5) = (&m0[..n], &m1[..n], &m2[..n], &m3[..n], &m4[..n], &m5[..n]);
-        let (o1, o2, o3) = (&mut o1[..n], &mut o2[..n], &mut o3[..n]);
-        let (two, four, eight) = (T::from_f64(2.0), T::from_f64(4.0), T::from_f64(8.0));
-        for i in 0..n {
-            let (s12, d12) = (m1[i] + m2[i], m1[i] - m2[i]);
-            let (s34, d34) = (m3[i] + m4[i], m3[i] - m4[i]);
-            o0[i] = m0[i] + s12 + s34;
-            o1[i] = d12 + two * d34;
-            o2[i] = s12 + four * s34;
-            o3[i] = d12 + eight * d34 + m5[i];
-        }
+        let (two, four, eight) = (L::splat(2.0), L::splat(4.0), L::splat(8.0));
+        let (s12, d12) = (m1 + m2, m1 - m2);
+        let (s34, d34) = (m3 + m4, m3 - m4);
+        [
+            m0 + s12 + s34,
+            d12 + two * d34,
+            s12 + four * s34,
+            d12 + eight * d34 + m5,
+        ]
     }
 }
 
 /// F(2×2, 3×3) (points 0, ±1, ∞): every transform entry is 0, ±1 or ±½.
-struct F2x2;
+pub(super) struct F2x2;
 
 impl Variant<2, 4> for F2x2 {
     const TILE: Tile = Tile::F2;
@@ -306,31 +342,15 @@ impl Variant<2, 4> for F2x2 {
     }
 
     #[inline(always)]
-    fn bt<T: Float>(d: [&[T]; 4], out: [&mut [T]; 4]) {
+    fn bt1<L: Lane>(d: [L; 4]) -> [L; 4] {
         let [d0, d1, d2, d3] = d;
-        let [o0, o1, o2, o3] = out;
-        let n = o0.len();
-        let (d0, d1, d2, d3) = (&d0[..n], &d1[..n], &d2[..n], &d3[..n]);
-        let (o1, o2, o3) = (&mut o1[..n], &mut o2[..n], &mut o3[..n]);
-        for i in 0..n {
-            o0[i] = d0[i] - d2[i];
-            o1[i] = d1[i] + d2[i];
-            o2[i] = d2[i] - d1[i];
-            o3[i] = d1[i] - d3[i];
-        }
+        [d0 - d2, d1 + d2, d2 - d1, d1 - d3]
     }
 
     #[inline(always)]
-    fn at<T: Float>(m: [&[T]; 4], out: [&mut [T]; 2]) {
+    fn at1<L: Lane>(m: [L; 4]) -> [L; 2] {
         let [m0, m1, m2, m3] = m;
-        let [o0, o1] = out;
-        let n = o0.len();
-        let (m0, m1, m2, m3) = (&m0[..n], &m1[..n], &m2[..n], &m3[..n]);
-        let o1 = &mut o1[..n];
-        for i in 0..n {
-            o0[i] = m0[i] + m1[i] + m2[i];
-            o1[i] = m1[i] - m2[i] - m3[i];
-        }
+        [m0 + m1 + m2, m1 - m2 - m3]
     }
 }
 
@@ -403,7 +423,11 @@ fn run<T: Float, V: Variant<M, A>, const M: usize, const A: usize>(
     let rows = p.batch * th;
     let threads = crate::parallel::threads().max(1);
     // Rows per block: about the target's tiles, but at least 2 blocks per thread when possible.
-    let mut per_block = tile.target_tiles().div_ceil(tw).clamp(1, MAX_ROWS);
+    // Tiles per block: the target, fewer where V and M (A²·(C + K) values per tile) would
+    // not stay in L2 between the transforms and the GEMMs, at least a few GEMM strips.
+    let fit = BLOCK_BUDGET / (A * A * (p.c + p.k) * std::mem::size_of::<T>()).max(1);
+    let target = tile.target_tiles().min(fit.max(MIN_TILES));
+    let mut per_block = target.div_ceil(tw).clamp(1, MAX_ROWS);
     while per_block > 1 && rows.div_ceil(per_block) < 2 * threads {
         per_block = per_block.div_ceil(2);
         if per_block * tw < 32 {
@@ -516,7 +540,9 @@ fn block<T: Float, V: Variant<M, A>, const M: usize, const A: usize>(
         let (v, rest) = buf.split_at_mut(v_len);
         let (m, scratch) = rest.split_at_mut(m_len);
         let cx = Block { tile, p, t };
-        input_transform(&cx, x, v, scratch);
+        if !x86_input_transform::<T, V, M, A>(p, t, x, v) {
+            input_transform(&cx, x, v, scratch);
+        }
         // A² GEMMs: M[ξ] (K×nt) = U[ξ] (K×C) · V[ξ] (C×nt), with V ξ-major (V[ξ][c][j], what
         // the GEMM kernel reads) and M channel-major (M[k][ξ][j], what the output transform
         // reads one channel at a time); U packed in panels (`wgemm`).
@@ -531,9 +557,58 @@ fn block<T: Float, V: Variant<M, A>, const M: usize, const A: usize>(
             m_xi: nts,
         };
         wgemm::multiply(shape, u, v, m, threads == Threads::Pool);
-        output_transform(&cx, m, scratch, bias, out);
+        if !x86_output_transform::<T, V, M, A>(p, t, m, bias, out) {
+            output_transform(&cx, m, scratch, bias, out);
+        }
     });
 }
+
+/// Runs the AVX-512 input transform (`winograd_x86.rs`) when T is f32 and the CPU has it;
+/// false when it did not run.
+fn x86_input_transform<T: Float, V: Variant<M, A>, const M: usize, const A: usize>(
+    p: &Problem,
+    t: &Tiles,
+    x: &[T],
+    v: &mut [T],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if T::DTYPE == crate::element::DType::F32 && x86::available() {
+        // SAFETY: T is f32, so the casts reinterpret f32 slices as themselves; the CPU has
+        // AVX-512F (checked); the lengths are `run`'s and `block`'s.
+        unsafe {
+            let x = std::slice::from_raw_parts(x.as_ptr().cast::<f32>(), x.len());
+            let v = std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len());
+            x86::input_transform::<V, M, A>(p, t, x, v);
+        }
+        return true;
+    }
+    false
+}
+
+/// [`x86_input_transform`] for the output transform.
+fn x86_output_transform<T: Float, V: Variant<M, A>, const M: usize, const A: usize>(
+    p: &Problem,
+    t: &Tiles,
+    m: &[T],
+    bias: Option<&[T]>,
+    out: OutPtr<T>,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if T::DTYPE == crate::element::DType::F32 && x86::available() {
+        // SAFETY: as in `x86_input_transform`; `out` is the same pointer, as f32.
+        unsafe {
+            let m = std::slice::from_raw_parts(m.as_ptr().cast::<f32>(), m.len());
+            let bias = bias.map(|b| std::slice::from_raw_parts(b.as_ptr().cast::<f32>(), b.len()));
+            x86::output_transform::<V, M, A>(p, t, m, bias, OutPtr(out.0.cast::<f32>()));
+        }
+        return true;
+    }
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+#[path = "winograd_x86.rs"]
+mod x86;
 
 /// What the transforms of one block need to know: the variant, the problem, the block's tiles.
 struct Block<'a> {
@@ -997,6 +1072,206 @@ mod batched_tests {
                 let e = rel(&got, &want_dx);
                 assert!(e < 5e-6, "bwd {tile:?} C={c} K={k} {hw}²: rel L2 {e:e}");
             }
+        }
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod x86_tests {
+    use super::*;
+
+    /// Fills `buf` with seeded values in [−1, 1).
+    fn fill(buf: &mut [f32], seed: u64) {
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        for v in buf {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            *v = ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0;
+        }
+    }
+
+    fn check<V: Variant<M, A>, const M: usize, const A: usize>(
+        p: &Problem,
+        rows: std::ops::Range<usize>,
+    ) {
+        let (th, tw) = (p.oh.div_ceil(M), p.ow.div_ceil(M));
+        let t = Tiles::new(rows, th, tw);
+        let mut x = vec![0f32; p.batch * p.c * p.h * p.w];
+        fill(&mut x, 1);
+        let mut scratch = vec![0f32; t.input_scratch(M, A).max(t.output_scratch(M, A))];
+        let (mut v_port, mut v_x86) = (
+            vec![f32::NAN; A * A * p.c * t.nts],
+            vec![f32::NAN; A * A * p.c * t.nts],
+        );
+        let cx = Block {
+            tile: V::TILE,
+            p,
+            t: &t,
+        };
+        input_transform(&cx, &x, &mut v_port, &mut scratch);
+        assert!(x86_input_transform::<f32, V, M, A>(p, &t, &x, &mut v_x86));
+        for (r, (a, b)) in v_port.chunks(t.nts).zip(v_x86.chunks(t.nts)).enumerate() {
+            for j in 0..t.nt {
+                assert_eq!(
+                    a[j].to_bits(),
+                    b[j].to_bits(),
+                    "V row {r} tile {j}: {} vs {}",
+                    a[j],
+                    b[j]
+                );
+            }
+        }
+        let mut m = vec![0f32; A * A * p.k * t.nts];
+        fill(&mut m, 2);
+        let bias: Vec<f32> = (0..p.k).map(|k| k as f32 * 0.25 - 1.0).collect();
+        let len = p.batch * p.k * p.oh * p.ow;
+        let (mut out_port, mut out_x86) = (vec![f32::NAN; len], vec![f32::NAN; len]);
+        output_transform(
+            &cx,
+            &m,
+            &mut scratch,
+            Some(&bias),
+            OutPtr(out_port.as_mut_ptr()),
+        );
+        assert!(x86_output_transform::<f32, V, M, A>(
+            p,
+            &t,
+            &m,
+            Some(&bias),
+            OutPtr(out_x86.as_mut_ptr())
+        ));
+        for (i, (a, b)) in out_port.iter().zip(&out_x86).enumerate() {
+            assert_eq!(a.to_bits(), b.to_bits(), "out {i}: {a} vs {b}");
+        }
+    }
+
+    /// The AVX-512 transforms give the portable ones' bits (V over every tile of the block,
+    /// every output the block writes, the rest untouched) for both tiles, plane sides 1–19, 33
+    /// and 37 (1–19 tiles per row: several rows per register, one row in runs of 16), pads 0–2,
+    /// and blocks that start inside a sample and span several.
+    #[test]
+    fn x86_transforms_match_portable() {
+        if !x86::available() {
+            eprintln!("skipped: no AVX-512F");
+            return;
+        }
+        for side in (1..=19usize).chain([33, 37]) {
+            for pad in 0..=2usize {
+                for &(batch, c, k) in &[(1usize, 3usize, 2usize), (3, 2, 5)] {
+                    // A stride-1 3×3 convolution with this padding: out = side + 2·pad − 2.
+                    let Some(o) = (side + 2 * pad).checked_sub(2).filter(|&o| o > 0) else {
+                        continue;
+                    };
+                    let p = Problem {
+                        batch,
+                        c,
+                        h: side,
+                        w: side,
+                        k,
+                        oh: o,
+                        ow: o,
+                        pad_t: pad,
+                        pad_l: pad,
+                    };
+                    for m in [2usize, 4] {
+                        let th = o.div_ceil(m);
+                        let all = batch * th;
+                        for rows in [0..all, all / 3..all, 0..all.div_ceil(2)] {
+                            if rows.is_empty() {
+                                continue;
+                            }
+                            if m == 2 {
+                                check::<F2x2, 2, 4>(&p, rows);
+                            } else {
+                                check::<F4x4, 4, 6>(&p, rows);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+
+    /// Times the transforms of one block per layer of `small` (chunk 25): `cargo test --release
+    /// -p smoothgrad-autodiff --lib transform_timing -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn transform_timing() {
+        // (C, K, side, tile): small's Winograd convolutions, forward F2 and input gradient F4.
+        let layers = [
+            (32, 32, 32, Tile::F2),
+            (32, 64, 16, Tile::F2),
+            (64, 64, 16, Tile::F2),
+            (64, 128, 8, Tile::F2),
+            (32, 32, 32, Tile::F4),
+            (64, 32, 16, Tile::F4),
+            (64, 64, 16, Tile::F4),
+            (128, 64, 8, Tile::F4),
+        ];
+        for (c, k, side, tile) in layers {
+            let p = Problem {
+                batch: 25,
+                c,
+                h: side,
+                w: side,
+                k,
+                oh: side,
+                ow: side,
+                pad_t: 1,
+                pad_l: 1,
+            };
+            let m = tile.m();
+            let (th, tw) = (side.div_ceil(m), side.div_ceil(m));
+            let per_block = tile.target_tiles().div_ceil(tw).clamp(1, MAX_ROWS);
+            let t = Tiles::new(0..per_block.min(25 * th), th, tw);
+            let a = m + 2;
+            let x: Vec<f32> = (0..25 * c * side * side)
+                .map(|i| (i % 97) as f32 * 0.01)
+                .collect();
+            let mut v = vec![0f32; a * a * c * t.nts];
+            let mut scratch = vec![0f32; t.input_scratch(m, a).max(t.output_scratch(m, a))];
+            let mut mm = vec![0.5f32; a * a * k * t.nts];
+            let mut out = vec![0f32; 25 * k * side * side];
+            let reps = 200;
+            let time = |f: &mut dyn FnMut()| {
+                f();
+                let start = std::time::Instant::now();
+                for _ in 0..reps {
+                    f();
+                }
+                start.elapsed().as_secs_f64() / reps as f64 * 1e6
+            };
+            let cx = Block { tile, p: &p, t: &t };
+            let portable_in = time(&mut || input_transform(&cx, &x, &mut v, &mut scratch));
+            let x86_in = time(&mut || {
+                let done = match tile {
+                    Tile::F2 => x86_input_transform::<f32, F2x2, 2, 4>(&p, &t, &x, &mut v),
+                    Tile::F4 => x86_input_transform::<f32, F4x4, 4, 6>(&p, &t, &x, &mut v),
+                };
+                assert!(done);
+            });
+            let ptr = OutPtr(out.as_mut_ptr());
+            let portable_out = time(&mut || output_transform(&cx, &mm, &mut scratch, None, ptr));
+            let x86_out = time(&mut || {
+                let done = match tile {
+                    Tile::F2 => x86_output_transform::<f32, F2x2, 2, 4>(&p, &t, &mm, None, ptr),
+                    Tile::F4 => x86_output_transform::<f32, F4x4, 4, 6>(&p, &t, &mm, None, ptr),
+                };
+                assert!(done);
+            });
+            mm[0] = out[0];
+            println!(
+                "C {c:3} K {k:3} {side:2}² {tile:?} tiles {:3}: in {portable_in:7.1} → {x86_in:7.1} µs, out {portable_out:7.1} → {x86_out:7.1} µs",
+                t.nt
+            );
         }
     }
 }

@@ -1,0 +1,431 @@
+//! The Winograd input and output transforms for f32 on AVX-512, one pass each.
+//!
+//! The portable transforms (in `winograd.rs`) stream each channel through five passes over
+//! scratch (padded rows, column phases, horizontal Bᵀ, vertical Bᵀ, a move per tile row into
+//! V) so that plain loops vectorise. Here the tiles of one tile row sit in the 16 lanes of a
+//! register: for 16 tiles, each of the A padded input rows is loaded straight from the input
+//! plane (masked loads stand in for the zero padding), split into its A patch columns with
+//! lane permutations, transformed horizontally, then vertically, and the A² results are
+//! stored into V with masked stores — no scratch. The output transform likewise loads the A²
+//! GEMM results of 16 tiles, applies Aᵀ both ways, adds the bias, interleaves each output row's
+//! M columns per tile with permutations and stores it into the output with masked stores.
+//!
+//! Arithmetic is the portable path's, in the same order, through [`Lane`] (no fused
+//! multiply-adds): both paths give the same bits (test `x86_transforms_match_portable`).
+
+use super::{Lane, OutPtr, Problem, Tiles, Variant};
+use std::arch::x86_64::*;
+
+/// 16 f32 lanes.
+#[derive(Clone, Copy)]
+pub(super) struct Z(__m512);
+
+impl std::ops::Add for Z {
+    type Output = Z;
+    #[inline(always)]
+    fn add(self, o: Z) -> Z {
+        // SAFETY: only reached from the `avx512f` functions of this module (Z is private to
+        // it), whose callers checked the CPU.
+        Z(unsafe { _mm512_add_ps(self.0, o.0) })
+    }
+}
+
+impl std::ops::Sub for Z {
+    type Output = Z;
+    #[inline(always)]
+    fn sub(self, o: Z) -> Z {
+        // SAFETY: as `add`.
+        Z(unsafe { _mm512_sub_ps(self.0, o.0) })
+    }
+}
+
+impl std::ops::Mul for Z {
+    type Output = Z;
+    #[inline(always)]
+    fn mul(self, o: Z) -> Z {
+        // SAFETY: as `add`.
+        Z(unsafe { _mm512_mul_ps(self.0, o.0) })
+    }
+}
+
+impl Lane for Z {
+    #[inline(always)]
+    fn splat(v: f64) -> Z {
+        // SAFETY: as `add`.
+        Z(unsafe { _mm512_set1_ps(v as f32) })
+    }
+}
+
+/// Whether this CPU runs the kernels of this module.
+pub(super) fn available() -> bool {
+    std::is_x86_feature_detected!("avx512f")
+}
+
+/// Lanes l < 16 with 0 ≤ start + l < len, as a mask.
+#[inline(always)]
+fn in_range(start: isize, len: usize) -> u16 {
+    let lo = (-start).clamp(0, 16);
+    let hi = (len as isize - start).clamp(0, 16);
+    if hi <= lo {
+        0
+    } else {
+        (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as u16
+    }
+}
+
+/// The first `n` (≤ 16) lanes.
+#[inline(always)]
+fn first(n: usize) -> u16 {
+    ((1u32 << n.min(16)) - 1) as u16
+}
+
+/// Lane indices 0, s, 2s, … (16 of them) plus `add`, for two-source permutations.
+#[inline(always)]
+unsafe fn stride_index(s: i32, add: i32) -> __m512i {
+    let i: [i32; 16] = std::array::from_fn(|k| k as i32 * s + add);
+    // SAFETY: register setup; only reached from this module's AVX-512 functions.
+    unsafe {
+        _mm512_setr_epi32(
+            i[0], i[1], i[2], i[3], i[4], i[5], i[6], i[7], i[8], i[9], i[10], i[11], i[12], i[13],
+            i[14], i[15],
+        )
+    }
+}
+
+/// The lanes lo … hi − 1.
+#[inline(always)]
+fn lanes(lo: usize, hi: usize) -> u16 {
+    (((1u32 << hi.min(16)) - 1) & !((1u32 << lo.min(16)) - 1)) as u16
+}
+
+/// Up to 16 tiles in lanes: `groups` tile rows side by side, each `per` tiles (lane g·per + t
+/// is tile t of group g), starting at tile column `tx0` (nonzero only with one group).
+#[derive(Clone, Copy)]
+struct Lanes {
+    groups: usize,
+    per: usize,
+    tx0: usize,
+}
+
+impl Lanes {
+    /// The lanes in use.
+    #[inline(always)]
+    fn mask(&self) -> u16 {
+        first(self.groups * self.per)
+    }
+}
+
+/// One masked load of a stream vector: lanes `mask` from `x[off + ci·h·w + lane]`.
+#[derive(Clone, Copy, Default)]
+struct Load {
+    mask: u16,
+    off: isize,
+}
+
+/// Most loads one stream vector takes (a group's segment of M·per elements, per ≥ 1, overlaps
+/// it in at most 16 / (2·1) + 1 pieces).
+const MAX_PIECES: usize = 9;
+
+/// The loads of the stream vectors of one row offset r: for each of the two streams (at the
+/// tiles' first columns, and M columns on) and each of the M vectors, its pieces.
+#[derive(Clone, Copy)]
+struct RowPlan<const M: usize> {
+    pieces: [[[Load; MAX_PIECES]; M]; 2],
+    counts: [[usize; M]; 2],
+}
+
+/// Where the stream vectors of padded row offset r of the lanes `l` (tile rows `i0 …` of the
+/// block) come from, for channel 0: group g's M·per elements from its row's column
+/// M·tx0 − pad_l (+ M for the second stream) sit at stream positions M·g·per …; parts outside
+/// the input plane (padding) are not loaded (zeros).
+fn row_plan<const M: usize>(p: &Problem, t: &Tiles, l: &Lanes, i0: usize, r: usize) -> RowPlan<M> {
+    let mut plan = RowPlan {
+        pieces: [[[Load::default(); MAX_PIECES]; M]; 2],
+        counts: [[0; M]; 2],
+    };
+    let seg = M * l.per;
+    for g in 0..l.groups {
+        let row = t.rows.start + i0 + g;
+        let (n, ty) = (row / t.th, row % t.th);
+        let iy = (ty * M + r) as isize - p.pad_t as isize;
+        if iy < 0 || iy as usize >= p.h {
+            continue;
+        }
+        let row_off = ((n * p.c * p.h) as isize + iy) * p.w as isize;
+        for si in 0..2 {
+            let col = (M * (l.tx0 + si)) as isize - p.pad_l as isize;
+            for q in 0..M {
+                let (v_lo, v_hi) = (16 * q, 16 * q + 16);
+                let (s_lo, s_hi) = (g * seg, g * seg + seg);
+                if s_hi <= v_lo || s_lo >= v_hi {
+                    continue;
+                }
+                // Lane x of this vector holds the row's column base + x.
+                let base = col + v_lo as isize - s_lo as isize;
+                let mask =
+                    lanes(s_lo.max(v_lo) - v_lo, s_hi.min(v_hi) - v_lo) & in_range(base, p.w);
+                if mask != 0 {
+                    let k = plan.counts[si][q];
+                    plan.pieces[si][q][k] = Load {
+                        mask,
+                        off: row_off + base,
+                    };
+                    plan.counts[si][q] = k + 1;
+                }
+            }
+        }
+    }
+    plan
+}
+
+/// Lane t of the result is element M·t + ρ of the stream `s` (16·M elements).
+#[inline(always)]
+fn phase<const M: usize>(s: &[__m512; M], rho: usize) -> Z {
+    // SAFETY: register permutations; only reached from this module's AVX-512 functions.
+    unsafe {
+        let idx = stride_index(M as i32, rho as i32);
+        if M == 2 {
+            Z(_mm512_permutex2var_ps(s[0], idx, s[1]))
+        } else {
+            // Elements 4t + ρ of 64: lanes 0–7 of two permutations of 32 each, joined.
+            let a = _mm512_permutex2var_ps(s[0], idx, s[1]);
+            let b = _mm512_permutex2var_ps(s[2], idx, s[3]);
+            Z(_mm512_shuffle_f32x4::<0x44>(a, b))
+        }
+    }
+}
+
+/// How the block's tile rows are taken into lanes: several whole rows side by side when they
+/// are short, else one row in runs of 16 tiles.
+fn lane_plan(tw: usize) -> (usize, usize) {
+    if tw <= 8 { (16 / tw, tw) } else { (1, 16) }
+}
+
+/// V[ξ][c][j] for every channel c and tile j of the block (see `input_transform_v`).
+///
+/// # Safety
+/// The CPU has AVX-512F ([`available`]); `x` and `v` are the block's input and V with the
+/// lengths `run` and `block` check.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn input_transform<V: Variant<M, A>, const M: usize, const A: usize>(
+    p: &Problem,
+    t: &Tiles,
+    x: &[f32],
+    v: &mut [f32],
+) {
+    let (tw, nts, hw) = (t.tw, t.nts, p.h * p.w);
+    assert!(x.len() >= p.batch * p.c * hw, "winograd x86: input");
+    assert!(v.len() >= A * A * p.c * nts, "winograd x86: V");
+    let (per_vec, run) = lane_plan(tw);
+    let n_rows = t.rows.len();
+    // Every lane group's loads, planned once for all channels: (lanes, first tile, plans).
+    let mut groups = Vec::new();
+    for i0 in (0..n_rows).step_by(per_vec) {
+        for tx0 in (0..tw).step_by(run) {
+            let l = Lanes {
+                groups: per_vec.min(n_rows - i0),
+                per: if per_vec > 1 { tw } else { run.min(tw - tx0) },
+                tx0,
+            };
+            let plans: [RowPlan<M>; A] = std::array::from_fn(|r| row_plan::<M>(p, t, &l, i0, r));
+            groups.push((l, i0 * tw + tx0, plans));
+        }
+    }
+    // Channel by channel, so that each of V's A² rows of the channel is written front to
+    // back (they stay in L1) and the channel's plane is read front to back.
+    for ci in 0..p.c {
+        let x_c = x.as_ptr().wrapping_add(ci * hw);
+        for (l, j0, plans) in &groups {
+            let mut h = [[Z::splat(0.0); A]; A];
+            for (h_r, plan) in h.iter_mut().zip(plans) {
+                let mut streams = [[_mm512_setzero_ps(); M]; 2];
+                for (si, stream) in streams.iter_mut().enumerate() {
+                    for (q, vq) in stream.iter_mut().enumerate() {
+                        for piece in &plan.pieces[si][q][..plan.counts[si][q]] {
+                            // SAFETY: the piece's lanes are elements of one row of plane
+                            // (n, ci) inside its w columns (`row_plan`); the pointer
+                            // arithmetic wraps and is dereferenced only there.
+                            *vq = unsafe {
+                                _mm512_mask_loadu_ps(
+                                    *vq,
+                                    piece.mask,
+                                    x_c.wrapping_offset(piece.off),
+                                )
+                            };
+                        }
+                    }
+                }
+                // Patch columns ρ < M from the first stream, M + ρ from the second.
+                let mut d = [Z::splat(0.0); A];
+                for (b, d_b) in d.iter_mut().enumerate() {
+                    *d_b = if b < M {
+                        phase(&streams[0], b)
+                    } else {
+                        phase(&streams[1], b - M)
+                    };
+                }
+                *h_r = V::bt1(d);
+            }
+            // Vertical Bᵀ per patch column, stored as V rows ξ = r'·A + b: the groups' tiles
+            // are consecutive in V (tile rows in order), one masked store each.
+            for b in 0..A {
+                let mut col = [Z::splat(0.0); A];
+                for (c, h_r) in col.iter_mut().zip(&h) {
+                    *c = h_r[b];
+                }
+                let o = V::bt1(col);
+                for (r2, val) in o.iter().enumerate() {
+                    let at = ((r2 * A + b) * p.c + ci) * nts + j0;
+                    // SAFETY: the lanes in use are tiles j0 … < nt of row ξ, inside V.
+                    unsafe {
+                        _mm512_mask_storeu_ps(v.as_mut_ptr().add(at).cast(), l.mask(), val.0)
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// out = Aᵀ M A (+ bias) for every output channel and tile of the block (see
+/// `output_transform_v`).
+///
+/// # Safety
+/// The CPU has AVX-512F ([`available`]); `m` is the block's M with the length `block` checks
+/// and `out` the output with the length `run` checks.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn output_transform<V: Variant<M, A>, const M: usize, const A: usize>(
+    p: &Problem,
+    t: &Tiles,
+    m: &[f32],
+    bias: Option<&[f32]>,
+    out: OutPtr<f32>,
+) {
+    let (tw, nts) = (t.tw, t.nts);
+    assert!(m.len() >= p.k * A * A * nts, "winograd x86: M");
+    let (per_vec, run) = lane_plan(tw);
+    let n_rows = t.rows.len();
+    for ki in 0..p.k {
+        let add = bias.map_or(Z::splat(0.0), |b| Z(_mm512_set1_ps(b[ki])));
+        let m_k = &m[ki * A * A * nts..][..A * A * nts];
+        for i0 in (0..n_rows).step_by(per_vec) {
+            for tx0 in (0..tw).step_by(run) {
+                let l = Lanes {
+                    groups: per_vec.min(n_rows - i0),
+                    per: if per_vec > 1 { tw } else { run.min(tw - tx0) },
+                    tx0,
+                };
+                // The A² GEMM results of these tiles (lanes past them read the next tiles or
+                // the row's slack: computed, never stored).
+                let j0 = i0 * tw + tx0;
+                let mut mv = [Z::splat(0.0); 36];
+                for (xi, slot) in mv.iter_mut().enumerate().take(A * A) {
+                    // SAFETY: j0 + 16 ≤ nt + 15 < nts: inside row ξ of M.
+                    *slot = Z(unsafe { _mm512_loadu_ps(m_k.as_ptr().add(xi * nts + j0).cast()) });
+                }
+                // Aᵀ along r (s[a][b]), then along b (y[a][c]) and the bias.
+                let mut s = [[Z::splat(0.0); A]; M];
+                for b in 0..A {
+                    let o = V::at1(std::array::from_fn(|r| mv[r * A + b]));
+                    for (a, val) in o.into_iter().enumerate() {
+                        s[a][b] = val;
+                    }
+                }
+                for (a, s_a) in s.iter().enumerate() {
+                    let y = V::at1(*s_a);
+                    let y: [Z; M] = std::array::from_fn(|c| y[c] + add);
+                    let parts = interleave::<M>(&y);
+                    for g in 0..l.groups {
+                        let row = t.rows.start + i0 + g;
+                        let (n, ty) = (row / t.th, row % t.th);
+                        let oy = ty * M + a;
+                        if oy >= p.oh {
+                            continue;
+                        }
+                        let ox = M * l.tx0;
+                        let at = ((n * p.k + ki) * p.oh + oy) * p.ow + ox;
+                        // SAFETY: the lanes stored are this group's columns ox … < ow of
+                        // output row oy, which only this block writes (see `OutPtr`).
+                        unsafe {
+                            store_segment::<M>(
+                                &parts,
+                                g * M * l.per,
+                                M * l.per,
+                                out.0.add(at),
+                                p.ow - ox,
+                            )
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The M·16 values y[c][t] as the stream element M·t + c, in M vectors.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn interleave<const M: usize>(y: &[Z; M]) -> [__m512; 4] {
+    let lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    if M == 2 {
+        let zero = _mm512_setzero_ps();
+        [
+            _mm512_permutex2var_ps(y[0].0, lo, y[1].0),
+            _mm512_permutex2var_ps(y[0].0, hi, y[1].0),
+            zero,
+            zero,
+        ]
+    } else {
+        // Pairs (y0, y1) and (y2, y3) interleaved, then those pairs as 64-bit elements.
+        let p01 = [
+            _mm512_permutex2var_ps(y[0].0, lo, y[1].0),
+            _mm512_permutex2var_ps(y[0].0, hi, y[1].0),
+        ];
+        let p23 = [
+            _mm512_permutex2var_ps(y[2].0, lo, y[3].0),
+            _mm512_permutex2var_ps(y[2].0, hi, y[3].0),
+        ];
+        let q_lo = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
+        let q_hi = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
+        let pd = |a: __m512, i: __m512i, b: __m512| {
+            _mm512_castpd_ps(_mm512_permutex2var_pd(
+                _mm512_castps_pd(a),
+                i,
+                _mm512_castps_pd(b),
+            ))
+        };
+        [
+            pd(p01[0], q_lo, p23[0]),
+            pd(p01[0], q_hi, p23[0]),
+            pd(p01[1], q_lo, p23[1]),
+            pd(p01[1], q_hi, p23[1]),
+        ]
+    }
+}
+
+/// Stores stream elements `from` … `from + len` of `parts` (M vectors) at `dst[0 …]`, the
+/// first `limit` of them at most.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn store_segment<const M: usize>(
+    parts: &[__m512; 4],
+    from: usize,
+    len: usize,
+    dst: *mut f32,
+    limit: usize,
+) {
+    let end = from + len.min(limit);
+    for (q, part) in parts.iter().enumerate().take(M) {
+        let (v_lo, v_hi) = (16 * q, 16 * q + 16);
+        if end <= v_lo || from >= v_hi {
+            continue;
+        }
+        let mask = lanes(from.max(v_lo) - v_lo, end.min(v_hi) - v_lo);
+        // Lane x of this vector goes to dst[v_lo + x − from].
+        let base = v_lo as isize - from as isize;
+        // SAFETY: only the lanes of elements from … end are written, dst[0 … end − from]
+        // (the caller's range); the pointer arithmetic wraps and is not dereferenced
+        // elsewhere.
+        unsafe { _mm512_mask_storeu_ps(dst.wrapping_offset(base).cast(), mask, *part) };
+    }
+}
