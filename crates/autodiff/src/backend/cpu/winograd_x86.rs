@@ -122,60 +122,52 @@ struct Load {
     off: isize,
 }
 
-/// Most loads one stream vector takes (a group's segment of M·per elements, per ≥ 1, overlaps
-/// it in at most 16 / (2·1) + 1 pieces).
-const MAX_PIECES: usize = 9;
-
-/// The loads of the stream vectors of one row offset r: for each of the two streams (at the
-/// tiles' first columns, and M columns on) and each of the M vectors, its pieces.
-#[derive(Clone, Copy)]
-struct RowPlan<const M: usize> {
-    pieces: [[[Load; MAX_PIECES]; M]; 2],
-    counts: [[usize; M]; 2],
+/// The loads of every stream vector of a block, in the order the input transform takes them
+/// (lane group, padded row offset r, stream, vector): `counts[i]` pieces each, consecutive in
+/// `loads`.
+#[derive(Default)]
+struct Plan {
+    loads: Vec<Load>,
+    counts: Vec<u8>,
 }
 
-/// Where the stream vectors of padded row offset r of the lanes `l` (tile rows `i0 …` of the
-/// block) come from, for channel 0: group g's M·per elements from its row's column
-/// M·tx0 − pad_l (+ M for the second stream) sit at stream positions M·g·per …; parts outside
-/// the input plane (padding) are not loaded (zeros).
-fn row_plan<const M: usize>(p: &Problem, t: &Tiles, l: &Lanes, i0: usize, r: usize) -> RowPlan<M> {
-    let mut plan = RowPlan {
-        pieces: [[[Load::default(); MAX_PIECES]; M]; 2],
-        counts: [[0; M]; 2],
-    };
-    let seg = M * l.per;
-    for g in 0..l.groups {
-        let row = t.rows.start + i0 + g;
-        let (n, ty) = (row / t.th, row % t.th);
-        let iy = (ty * M + r) as isize - p.pad_t as isize;
-        if iy < 0 || iy as usize >= p.h {
-            continue;
-        }
-        let row_off = ((n * p.c * p.h) as isize + iy) * p.w as isize;
+impl Plan {
+    /// Appends the loads of padded row offset r of the lanes `l` (tile rows `i0 …` of the
+    /// block), for channel 0: group g's M·per elements from its row's column M·tx0 − pad_l (+ M
+    /// for the second stream) sit at stream positions M·g·per …; parts outside the input plane
+    /// (padding) are not loaded (zeros).
+    fn push_row<const M: usize>(&mut self, p: &Problem, t: &Tiles, l: &Lanes, i0: usize, r: usize) {
+        let seg = M * l.per;
         for si in 0..2 {
-            let col = (M * (l.tx0 + si)) as isize - p.pad_l as isize;
             for q in 0..M {
                 let (v_lo, v_hi) = (16 * q, 16 * q + 16);
-                let (s_lo, s_hi) = (g * seg, g * seg + seg);
-                if s_hi <= v_lo || s_lo >= v_hi {
-                    continue;
+                let mut count = 0u8;
+                for g in 0..l.groups {
+                    let (s_lo, s_hi) = (g * seg, g * seg + seg);
+                    let row = t.rows.start + i0 + g;
+                    let (n, ty) = (row / t.th, row % t.th);
+                    let iy = (ty * M + r) as isize - p.pad_t as isize;
+                    if s_hi <= v_lo || s_lo >= v_hi || iy < 0 || iy as usize >= p.h {
+                        continue;
+                    }
+                    let row_off = ((n * p.c * p.h) as isize + iy) * p.w as isize;
+                    let col = (M * (l.tx0 + si)) as isize - p.pad_l as isize;
+                    // Lane x of this vector holds the row's column base + x.
+                    let base = col + v_lo as isize - s_lo as isize;
+                    let mask =
+                        lanes(s_lo.max(v_lo) - v_lo, s_hi.min(v_hi) - v_lo) & in_range(base, p.w);
+                    if mask != 0 {
+                        self.loads.push(Load {
+                            mask,
+                            off: row_off + base,
+                        });
+                        count += 1;
+                    }
                 }
-                // Lane x of this vector holds the row's column base + x.
-                let base = col + v_lo as isize - s_lo as isize;
-                let mask =
-                    lanes(s_lo.max(v_lo) - v_lo, s_hi.min(v_hi) - v_lo) & in_range(base, p.w);
-                if mask != 0 {
-                    let k = plan.counts[si][q];
-                    plan.pieces[si][q][k] = Load {
-                        mask,
-                        off: row_off + base,
-                    };
-                    plan.counts[si][q] = k + 1;
-                }
+                self.counts.push(count);
             }
         }
     }
-    plan
 }
 
 /// Lane t of the result is element M·t + ρ of the stream `s` (16·M elements).
@@ -195,10 +187,22 @@ fn phase<const M: usize>(s: &[__m512; M], rho: usize) -> Z {
     }
 }
 
-/// How the block's tile rows are taken into lanes: several whole rows side by side when they
-/// are short, else one row in runs of 16 tiles.
-fn lane_plan(tw: usize) -> (usize, usize) {
-    if tw <= 8 { (16 / tw, tw) } else { (1, 16) }
+/// The block's tiles as lane groups, with the first tile (V and M column) of each: several
+/// whole tile rows side by side when they are short (≤ 8 tiles), else one row in runs of 16.
+fn lane_groups(t: &Tiles) -> impl Iterator<Item = (Lanes, usize)> + '_ {
+    let tw = t.tw;
+    let (per_vec, run) = if tw <= 8 { (16 / tw, tw) } else { (1, 16) };
+    let n_rows = t.rows.len();
+    (0..n_rows).step_by(per_vec).flat_map(move |i0| {
+        (0..tw).step_by(run).map(move |tx0| {
+            let l = Lanes {
+                groups: per_vec.min(n_rows - i0),
+                per: if per_vec > 1 { tw } else { run.min(tw - tx0) },
+                tx0,
+            };
+            (l, i0 * tw + tx0)
+        })
+    })
 }
 
 /// V[ξ][c][j] for every channel c and tile j of the block (see `input_transform_v`).
@@ -216,34 +220,30 @@ pub(super) unsafe fn input_transform<V: Variant<M, A>, const M: usize, const A: 
     let (tw, nts, hw) = (t.tw, t.nts, p.h * p.w);
     assert!(x.len() >= p.batch * p.c * hw, "winograd x86: input");
     assert!(v.len() >= A * A * p.c * nts, "winograd x86: V");
-    let (per_vec, run) = lane_plan(tw);
-    let n_rows = t.rows.len();
-    // Every lane group's loads, planned once for all channels: (lanes, first tile, plans).
-    let mut groups = Vec::new();
-    for i0 in (0..n_rows).step_by(per_vec) {
-        for tx0 in (0..tw).step_by(run) {
-            let l = Lanes {
-                groups: per_vec.min(n_rows - i0),
-                per: if per_vec > 1 { tw } else { run.min(tw - tx0) },
-                tx0,
-            };
-            let plans: [RowPlan<M>; A] = std::array::from_fn(|r| row_plan::<M>(p, t, &l, i0, r));
-            groups.push((l, i0 * tw + tx0, plans));
+    // Every lane group's loads, planned once for all channels.
+    let groups: Vec<(Lanes, usize)> = lane_groups(t).collect();
+    let mut plan = Plan::default();
+    for &(l, j0) in &groups {
+        for r in 0..A {
+            plan.push_row::<M>(p, t, &l, j0 / tw, r);
         }
     }
     // Channel by channel, so that each of V's A² rows of the channel is written front to
     // back (they stay in L1) and the channel's plane is read front to back.
     for ci in 0..p.c {
         let x_c = x.as_ptr().wrapping_add(ci * hw);
-        for (l, j0, plans) in &groups {
-            let mut h = [[Z::splat(0.0); A]; A];
-            for (h_r, plan) in h.iter_mut().zip(plans) {
+        let (mut loads, mut counts) = (plan.loads.iter(), plan.counts.iter());
+        for &(l, j0) in &groups {
+            // (Built with from_fn: a zeroed array of this size would be a memset per tile
+            // group.)
+            let h: [[Z; A]; A] = std::array::from_fn(|_| {
                 let mut streams = [[_mm512_setzero_ps(); M]; 2];
-                for (si, stream) in streams.iter_mut().enumerate() {
-                    for (q, vq) in stream.iter_mut().enumerate() {
-                        for piece in &plan.pieces[si][q][..plan.counts[si][q]] {
+                for stream in streams.iter_mut() {
+                    for vq in stream.iter_mut() {
+                        let count = counts.next().copied().unwrap_or(0);
+                        for piece in loads.by_ref().take(count as usize) {
                             // SAFETY: the piece's lanes are elements of one row of plane
-                            // (n, ci) inside its w columns (`row_plan`); the pointer
+                            // (n, ci) inside its w columns (`Plan::push_row`); the pointer
                             // arithmetic wraps and is dereferenced only there.
                             *vq = unsafe {
                                 _mm512_mask_loadu_ps(
@@ -256,16 +256,14 @@ pub(super) unsafe fn input_transform<V: Variant<M, A>, const M: usize, const A: 
                     }
                 }
                 // Patch columns ρ < M from the first stream, M + ρ from the second.
-                let mut d = [Z::splat(0.0); A];
-                for (b, d_b) in d.iter_mut().enumerate() {
-                    *d_b = if b < M {
+                V::bt1(std::array::from_fn(|b| {
+                    if b < M {
                         phase(&streams[0], b)
                     } else {
                         phase(&streams[1], b - M)
-                    };
-                }
-                *h_r = V::bt1(d);
-            }
+                    }
+                }))
+            });
             // Vertical Bᵀ per patch column, stored as V rows ξ = r'·A + b: the groups' tiles
             // are consecutive in V (tile rows in order), one masked store each.
             for b in 0..A {
@@ -302,59 +300,45 @@ pub(super) unsafe fn output_transform<V: Variant<M, A>, const M: usize, const A:
 ) {
     let (tw, nts) = (t.tw, t.nts);
     assert!(m.len() >= p.k * A * A * nts, "winograd x86: M");
-    let (per_vec, run) = lane_plan(tw);
-    let n_rows = t.rows.len();
     for ki in 0..p.k {
         let add = bias.map_or(Z::splat(0.0), |b| Z(_mm512_set1_ps(b[ki])));
         let m_k = &m[ki * A * A * nts..][..A * A * nts];
-        for i0 in (0..n_rows).step_by(per_vec) {
-            for tx0 in (0..tw).step_by(run) {
-                let l = Lanes {
-                    groups: per_vec.min(n_rows - i0),
-                    per: if per_vec > 1 { tw } else { run.min(tw - tx0) },
-                    tx0,
-                };
-                // The A² GEMM results of these tiles (lanes past them read the next tiles or
-                // the row's slack: computed, never stored).
-                let j0 = i0 * tw + tx0;
-                let mut mv = [Z::splat(0.0); 36];
-                for (xi, slot) in mv.iter_mut().enumerate().take(A * A) {
-                    // SAFETY: j0 + 16 ≤ nt + 15 < nts: inside row ξ of M.
-                    *slot = Z(unsafe { _mm512_loadu_ps(m_k.as_ptr().add(xi * nts + j0).cast()) });
-                }
-                // Aᵀ along r (s[a][b]), then along b (y[a][c]) and the bias.
-                let mut s = [[Z::splat(0.0); A]; M];
-                for b in 0..A {
-                    let o = V::at1(std::array::from_fn(|r| mv[r * A + b]));
-                    for (a, val) in o.into_iter().enumerate() {
-                        s[a][b] = val;
+        for (l, j0) in lane_groups(t) {
+            let i0 = j0 / tw;
+            // The A² GEMM results of these tiles (lanes past them read the next tiles or
+            // the row's slack: computed, never stored).
+            let row = |xi: usize| {
+                // SAFETY: j0 + 16 ≤ nt + 15 < nts: inside row ξ of M.
+                Z(unsafe { _mm512_loadu_ps(m_k.as_ptr().add(xi * nts + j0).cast()) })
+            };
+            // Aᵀ along r (s[a][b]), then along b (y[a][c]) and the bias.
+            let cols: [[Z; M]; A] =
+                std::array::from_fn(|b| V::at1(std::array::from_fn(|r| row(r * A + b))));
+            let s: [[Z; A]; M] = std::array::from_fn(|a| std::array::from_fn(|b| cols[b][a]));
+            for (a, s_a) in s.iter().enumerate() {
+                let y = V::at1(*s_a);
+                let y: [Z; M] = std::array::from_fn(|c| y[c] + add);
+                let parts = interleave::<M>(&y);
+                for g in 0..l.groups {
+                    let row = t.rows.start + i0 + g;
+                    let (n, ty) = (row / t.th, row % t.th);
+                    let oy = ty * M + a;
+                    if oy >= p.oh {
+                        continue;
                     }
-                }
-                for (a, s_a) in s.iter().enumerate() {
-                    let y = V::at1(*s_a);
-                    let y: [Z; M] = std::array::from_fn(|c| y[c] + add);
-                    let parts = interleave::<M>(&y);
-                    for g in 0..l.groups {
-                        let row = t.rows.start + i0 + g;
-                        let (n, ty) = (row / t.th, row % t.th);
-                        let oy = ty * M + a;
-                        if oy >= p.oh {
-                            continue;
-                        }
-                        let ox = M * l.tx0;
-                        let at = ((n * p.k + ki) * p.oh + oy) * p.ow + ox;
-                        // SAFETY: the lanes stored are this group's columns ox … < ow of
-                        // output row oy, which only this block writes (see `OutPtr`).
-                        unsafe {
-                            store_segment::<M>(
-                                &parts,
-                                g * M * l.per,
-                                M * l.per,
-                                out.0.add(at),
-                                p.ow - ox,
-                            )
-                        };
-                    }
+                    let ox = M * l.tx0;
+                    let at = ((n * p.k + ki) * p.oh + oy) * p.ow + ox;
+                    // SAFETY: the lanes stored are this group's columns ox … < ow of
+                    // output row oy, which only this block writes (see `OutPtr`).
+                    unsafe {
+                        store_segment::<M>(
+                            &parts,
+                            g * M * l.per,
+                            M * l.per,
+                            out.0.add(at),
+                            p.ow - ox,
+                        )
+                    };
                 }
             }
         }
