@@ -71,6 +71,22 @@ impl Tile {
 /// rest is left to the weights and the input rows).
 const BLOCK_BUDGET: usize = 768 << 10;
 
+/// Tiles per block: the tile's target, fewer where V and M (A²·(C + K) values of `size` bytes
+/// per tile) would not stay in L2 between the transforms and the GEMMs, but at least a few
+/// GEMM strips.
+fn block_tiles(tile: Tile, p: &Problem, size: usize) -> usize {
+    let a = tile.m() + 2;
+    let fit = BLOCK_BUDGET / (a * a * (p.c + p.k) * size).max(1);
+    tile.target_tiles().min(fit.max(MIN_TILES))
+}
+
+/// Elements from V[ξ][c] to V[ξ + 1][c]: C rows of `nts`, and one cache line more, so that
+/// the A² rows one channel writes do not all fall into the same L1 set (C·nts·4 bytes is often
+/// a multiple of 4 KiB: 36 rows in one 8-way set evicted each other at every store).
+fn v_stride(c: usize, nts: usize) -> usize {
+    c * nts + 16
+}
+
 /// The fewest tiles a block is cut to for the cache.
 const MIN_TILES: usize = 48;
 
@@ -423,10 +439,7 @@ fn run<T: Float, V: Variant<M, A>, const M: usize, const A: usize>(
     let rows = p.batch * th;
     let threads = crate::parallel::threads().max(1);
     // Rows per block: about the target's tiles, but at least 2 blocks per thread when possible.
-    // Tiles per block: the target, fewer where V and M (A²·(C + K) values per tile) would
-    // not stay in L2 between the transforms and the GEMMs, at least a few GEMM strips.
-    let fit = BLOCK_BUDGET / (A * A * (p.c + p.k) * std::mem::size_of::<T>()).max(1);
-    let target = tile.target_tiles().min(fit.max(MIN_TILES));
+    let target = block_tiles(tile, p, std::mem::size_of::<T>());
     let mut per_block = target.div_ceil(tw).clamp(1, MAX_ROWS);
     while per_block > 1 && rows.div_ceil(per_block) < 2 * threads {
         per_block = per_block.div_ceil(2);
@@ -532,7 +545,7 @@ fn block<T: Float, V: Variant<M, A>, const M: usize, const A: usize>(
 ) {
     let (nt, nts) = (t.nt, t.nts);
     let xi_n = A * A;
-    let v_len = xi_n * p.c * nts;
+    let v_len = xi_n * v_stride(p.c, nts);
     let m_len = xi_n * p.k * nts;
     let s_len = t.input_scratch(M, A).max(t.output_scratch(M, A));
     let tile = V::TILE;
@@ -552,7 +565,7 @@ fn block<T: Float, V: Variant<M, A>, const M: usize, const A: usize>(
             xi_n,
             nt,
             vs: nts,
-            v_xi: p.c * nts,
+            v_xi: v_stride(p.c, nts),
             ms: xi_n * nts,
             m_xi: nts,
         };
@@ -718,7 +731,7 @@ fn input_transform_v<T: Float, V: Variant<M, A>, const M: usize, const A: usize>
         // 5. Into V[ξ][c]: tile row i's tw patches start at its group's first column. One ξ
         //    row at a time, tile rows in order, so that the stores run forward through it.
         let v_c = &mut v[ci * nts..];
-        let ds = p.c * nts;
+        let ds = v_stride(p.c, nts);
         match tw {
             0..=2 => compact::<T, 2>(A * A, &ver[..], kv, v_c, ds, nts, tw, from),
             3..=4 => compact::<T, 4>(A * A, &ver[..], kv, v_c, ds, nts, tw, from),
@@ -1103,8 +1116,8 @@ mod x86_tests {
         fill(&mut x, 1);
         let mut scratch = vec![0f32; t.input_scratch(M, A).max(t.output_scratch(M, A))];
         let (mut v_port, mut v_x86) = (
-            vec![f32::NAN; A * A * p.c * t.nts],
-            vec![f32::NAN; A * A * p.c * t.nts],
+            vec![f32::NAN; A * A * v_stride(p.c, t.nts)],
+            vec![f32::NAN; A * A * v_stride(p.c, t.nts)],
         );
         let cx = Block {
             tile: V::TILE,
@@ -1113,15 +1126,18 @@ mod x86_tests {
         };
         input_transform(&cx, &x, &mut v_port, &mut scratch);
         assert!(x86_input_transform::<f32, V, M, A>(p, &t, &x, &mut v_x86));
-        for (r, (a, b)) in v_port.chunks(t.nts).zip(v_x86.chunks(t.nts)).enumerate() {
-            for j in 0..t.nt {
-                assert_eq!(
-                    a[j].to_bits(),
-                    b[j].to_bits(),
-                    "V row {r} tile {j}: {} vs {}",
-                    a[j],
-                    b[j]
-                );
+        let vs = v_stride(p.c, t.nts);
+        for xi in 0..A * A {
+            for ci in 0..p.c {
+                let at = xi * vs + ci * t.nts;
+                for j in 0..t.nt {
+                    let (a, b) = (v_port[at + j], v_x86[at + j]);
+                    assert_eq!(
+                        a.to_bits(),
+                        b.to_bits(),
+                        "V[{xi}][{ci}] tile {j}: {a} vs {b}"
+                    );
+                }
             }
         }
         let mut m = vec![0f32; A * A * p.k * t.nts];
@@ -1230,13 +1246,13 @@ mod timing {
             };
             let m = tile.m();
             let (th, tw) = (side.div_ceil(m), side.div_ceil(m));
-            let per_block = tile.target_tiles().div_ceil(tw).clamp(1, MAX_ROWS);
+            let per_block = block_tiles(tile, &p, 4).div_ceil(tw).clamp(1, MAX_ROWS);
             let t = Tiles::new(0..per_block.min(25 * th), th, tw);
             let a = m + 2;
             let x: Vec<f32> = (0..25 * c * side * side)
                 .map(|i| (i % 97) as f32 * 0.01)
                 .collect();
-            let mut v = vec![0f32; a * a * c * t.nts];
+            let mut v = vec![0f32; a * a * v_stride(c, t.nts)];
             let mut scratch = vec![0f32; t.input_scratch(m, a).max(t.output_scratch(m, a))];
             let mut mm = vec![0.5f32; a * a * k * t.nts];
             let mut out = vec![0f32; 25 * k * side * side];

@@ -219,7 +219,8 @@ pub(super) unsafe fn input_transform<V: Variant<M, A>, const M: usize, const A: 
 ) {
     let (tw, nts, hw) = (t.tw, t.nts, p.h * p.w);
     assert!(x.len() >= p.batch * p.c * hw, "winograd x86: input");
-    assert!(v.len() >= A * A * p.c * nts, "winograd x86: V");
+    let vs = super::v_stride(p.c, nts);
+    assert!(v.len() >= A * A * vs, "winograd x86: V");
     // Every lane group's loads, planned once for all channels.
     let groups: Vec<(Lanes, usize)> = lane_groups(t).collect();
     let mut plan = Plan::default();
@@ -273,7 +274,7 @@ pub(super) unsafe fn input_transform<V: Variant<M, A>, const M: usize, const A: 
                 }
                 let o = V::bt1(col);
                 for (r2, val) in o.iter().enumerate() {
-                    let at = ((r2 * A + b) * p.c + ci) * nts + j0;
+                    let at = (r2 * A + b) * vs + ci * nts + j0;
                     // SAFETY: the lanes in use are tiles j0 … < nt of row ξ, inside V.
                     unsafe {
                         _mm512_mask_storeu_ps(v.as_mut_ptr().add(at).cast(), l.mask(), val.0)
