@@ -61,7 +61,7 @@ impl Tile {
     /// Tiles per block (GEMM width) the planner aims at.
     fn target_tiles(self) -> usize {
         match self {
-            Tile::F2 => 256,
+            Tile::F2 => 240,
             Tile::F4 => 144,
         }
     }
@@ -77,7 +77,10 @@ const BLOCK_BUDGET: usize = 768 << 10;
 fn block_tiles(tile: Tile, p: &Problem, size: usize) -> usize {
     let a = tile.m() + 2;
     let fit = BLOCK_BUDGET / (a * a * (p.c + p.k) * size).max(1);
-    tile.target_tiles().min(fit.max(MIN_TILES))
+    // Whole GEMM strips (the kernel's widest step is MIN_TILES = 48 tiles; narrower tail
+    // steps cost more per tile).
+    let fit = (fit / MIN_TILES).max(1) * MIN_TILES;
+    tile.target_tiles().min(fit)
 }
 
 /// Elements from V[ξ][c] to V[ξ + 1][c]: C rows of `nts`, and one cache line more, so that
@@ -87,7 +90,7 @@ fn v_stride(c: usize, nts: usize) -> usize {
     c * nts + 16
 }
 
-/// The fewest tiles a block is cut to for the cache.
+/// The fewest tiles a block is cut to for the cache: one strip of the GEMM kernel.
 const MIN_TILES: usize = 48;
 
 /// The most tile rows a block holds (the planner's target tiles, at one tile per row).
