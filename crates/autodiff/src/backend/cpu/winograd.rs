@@ -77,9 +77,9 @@ const BLOCK_BUDGET: usize = 768 << 10;
 fn block_tiles(tile: Tile, p: &Problem, size: usize) -> usize {
     let a = tile.m() + 2;
     let fit = BLOCK_BUDGET / (a * a * (p.c + p.k) * size).max(1);
-    // Whole GEMM strips (the kernel's widest step is MIN_TILES = 48 tiles; narrower tail
-    // steps cost more per tile).
-    let fit = (fit / MIN_TILES).max(1) * MIN_TILES;
+    // Whole GEMM strips, the nearest count (the kernel's widest step is MIN_TILES = 48
+    // tiles; narrower tail steps cost more per tile).
+    let fit = ((fit + MIN_TILES / 2) / MIN_TILES).max(1) * MIN_TILES;
     tile.target_tiles().min(fit)
 }
 

@@ -301,13 +301,51 @@ pub(super) unsafe fn output_transform<V: Variant<M, A>, const M: usize, const A:
 ) {
     let (tw, nts) = (t.tw, t.nts);
     assert!(m.len() >= p.k * A * A * nts, "winograd x86: M");
+    // Every lane group's stores, planned once for all output channels: for each group and
+    // output row a of its tiles, the pieces of the interleaved rows, `counts` of them each.
+    let groups: Vec<(Lanes, usize)> = lane_groups(t).collect();
+    let (mut stores, mut counts) = (Vec::new(), Vec::new());
+    for &(l, j0) in &groups {
+        for a in 0..M {
+            let mut count = 0u8;
+            for g in 0..l.groups {
+                let row = t.rows.start + j0 / tw + g;
+                let (n, ty) = (row / t.th, row % t.th);
+                let oy = ty * M + a;
+                if oy >= p.oh {
+                    continue;
+                }
+                let ox = M * l.tx0;
+                // Stream elements from … end of the interleaved row are this group's columns
+                // ox … (up to ow) of output row oy.
+                let at = ((n * p.k * p.oh + oy) * p.ow + ox) as isize;
+                let from = g * M * l.per;
+                let end = from + (M * l.per).min(p.ow - ox);
+                for q in 0..M {
+                    let (v_lo, v_hi) = (16 * q, 16 * q + 16);
+                    if end <= v_lo || from >= v_hi {
+                        continue;
+                    }
+                    stores.push(Store {
+                        part: q as u8,
+                        mask: lanes(from.max(v_lo) - v_lo, end.min(v_hi) - v_lo),
+                        off: at + v_lo as isize - from as isize,
+                    });
+                    count += 1;
+                }
+            }
+            counts.push(count);
+        }
+    }
+    let plane = (p.oh * p.ow) as isize;
     for ki in 0..p.k {
         let add = bias.map_or(Z::splat(0.0), |b| Z(_mm512_set1_ps(b[ki])));
         let m_k = &m[ki * A * A * nts..][..A * A * nts];
-        for (l, j0) in lane_groups(t) {
-            let i0 = j0 / tw;
-            // The A² GEMM results of these tiles (lanes past them read the next tiles or
-            // the row's slack: computed, never stored).
+        let out_k = out.0.wrapping_offset(ki as isize * plane);
+        let (mut pieces, mut counts) = (stores.iter(), counts.iter());
+        for &(_, j0) in &groups {
+            // The A² GEMM results of these tiles (lanes past them read the next tiles or the
+            // row's slack: computed, never stored).
             let row = |xi: usize| {
                 // SAFETY: j0 + 16 ≤ nt + 15 < nts: inside row ξ of M.
                 Z(unsafe { _mm512_loadu_ps(m_k.as_ptr().add(xi * nts + j0).cast()) })
@@ -315,35 +353,35 @@ pub(super) unsafe fn output_transform<V: Variant<M, A>, const M: usize, const A:
             // Aᵀ along r (s[a][b]), then along b (y[a][c]) and the bias.
             let cols: [[Z; M]; A] =
                 std::array::from_fn(|b| V::at1(std::array::from_fn(|r| row(r * A + b))));
-            let s: [[Z; A]; M] = std::array::from_fn(|a| std::array::from_fn(|b| cols[b][a]));
-            for (a, s_a) in s.iter().enumerate() {
-                let y = V::at1(*s_a);
+            for a in 0..M {
+                let y = V::at1(std::array::from_fn(|b| cols[b][a]));
                 let y: [Z; M] = std::array::from_fn(|c| y[c] + add);
                 let parts = interleave::<M>(&y);
-                for g in 0..l.groups {
-                    let row = t.rows.start + i0 + g;
-                    let (n, ty) = (row / t.th, row % t.th);
-                    let oy = ty * M + a;
-                    if oy >= p.oh {
-                        continue;
-                    }
-                    let ox = M * l.tx0;
-                    let at = ((n * p.k + ki) * p.oh + oy) * p.ow + ox;
-                    // SAFETY: the lanes stored are this group's columns ox … < ow of
-                    // output row oy, which only this block writes (see `OutPtr`).
+                let count = counts.next().copied().unwrap_or(0);
+                for st in pieces.by_ref().take(count as usize) {
+                    // SAFETY: the lanes stored are one group's columns (below ow) of one
+                    // output row of this block's tiles, which only this block writes (see
+                    // `OutPtr`); the pointer arithmetic wraps and is dereferenced only there.
                     unsafe {
-                        store_segment::<M>(
-                            &parts,
-                            g * M * l.per,
-                            M * l.per,
-                            out.0.add(at),
-                            p.ow - ox,
+                        _mm512_mask_storeu_ps(
+                            out_k.wrapping_offset(st.off).cast(),
+                            st.mask,
+                            parts[st.part as usize],
                         )
                     };
                 }
             }
         }
     }
+}
+
+/// One masked store of an interleaved output row: lanes `mask` of part `part` to
+/// `out[off + k·oh·ow + lane]` for output channel k.
+#[derive(Clone, Copy)]
+struct Store {
+    part: u8,
+    mask: u16,
+    off: isize,
 }
 
 /// The M·16 values y[c][t] as the stream element M·t + c, in M vectors.
@@ -385,32 +423,5 @@ fn interleave<const M: usize>(y: &[Z; M]) -> [__m512; 4] {
             pd(p01[1], q_lo, p23[1]),
             pd(p01[1], q_hi, p23[1]),
         ]
-    }
-}
-
-/// Stores stream elements `from` … `from + len` of `parts` (M vectors) at `dst[0 …]`, the
-/// first `limit` of them at most.
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn store_segment<const M: usize>(
-    parts: &[__m512; 4],
-    from: usize,
-    len: usize,
-    dst: *mut f32,
-    limit: usize,
-) {
-    let end = from + len.min(limit);
-    for (q, part) in parts.iter().enumerate().take(M) {
-        let (v_lo, v_hi) = (16 * q, 16 * q + 16);
-        if end <= v_lo || from >= v_hi {
-            continue;
-        }
-        let mask = lanes(from.max(v_lo) - v_lo, end.min(v_hi) - v_lo);
-        // Lane x of this vector goes to dst[v_lo + x − from].
-        let base = v_lo as isize - from as isize;
-        // SAFETY: only the lanes of elements from … end are written, dst[0 … end − from]
-        // (the caller's range); the pointer arithmetic wraps and is not dereferenced
-        // elsewhere.
-        unsafe { _mm512_mask_storeu_ps(dst.wrapping_offset(base).cast(), mask, *part) };
     }
 }
