@@ -353,8 +353,9 @@ pub(super) unsafe fn output_transform<V: Variant<M, A>, const M: usize, const A:
             // Aᵀ along r (s[a][b]), then along b (y[a][c]) and the bias.
             let cols: [[Z; M]; A] =
                 std::array::from_fn(|b| V::at1(std::array::from_fn(|r| row(r * A + b))));
-            for a in 0..M {
-                let y = V::at1(std::array::from_fn(|b| cols[b][a]));
+            let s: [[Z; A]; M] = std::array::from_fn(|a| std::array::from_fn(|b| cols[b][a]));
+            for s_a in s {
+                let y = V::at1(s_a);
                 let y: [Z; M] = std::array::from_fn(|c| y[c] + add);
                 let parts = interleave::<M>(&y);
                 let count = counts.next().copied().unwrap_or(0);
