@@ -150,8 +150,13 @@ fn all_finite_impl<T: Float>(x: &[T], ok: &mut bool) {
 pub const MASKED_TASK: usize = 64 * 1024;
 
 /// Elements per task for `len` elements: at least [`MASKED_TASK`], about four tasks per thread
-/// (so a loaded core does not hold the others up), a multiple of 64.
+/// (so a loaded core does not hold the others up), a multiple of 64; all of them in one task
+/// on a serial thread.
 fn task_len(len: usize) -> usize {
+    if crate::parallel::is_serial() {
+        // One task: the caller runs on this thread (a lane of side-by-side chunks).
+        return len.next_multiple_of(64).max(MASKED_TASK);
+    }
     let per_task = len.div_ceil(4 * crate::parallel::threads());
     per_task.next_multiple_of(64).max(MASKED_TASK)
 }

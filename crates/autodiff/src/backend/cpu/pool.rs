@@ -179,6 +179,10 @@ const MAX_FAST_STRIDE: usize = 4;
 fn planes_per_task(g: &Pool2dGeometry) -> usize {
     let taps = (g.out_h * g.out_w * g.kernel[0] * g.kernel[1]).max(1);
     let planes = g.batch * g.channels;
+    if crate::parallel::is_serial() {
+        // One task: the caller runs on this thread (a lane of side-by-side chunks).
+        return planes.max(1);
+    }
     let by_size = TASK_TAPS.div_ceil(taps);
     let by_balance = planes.div_ceil(4 * crate::parallel::threads());
     by_size.max(by_balance).clamp(1, planes.max(1))

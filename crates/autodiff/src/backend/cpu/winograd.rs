@@ -463,7 +463,7 @@ fn run<T: Float, V: Variant<M, A>, const M: usize, const A: usize>(
         let t = Tiles::new(first..last, th, tw);
         block::<T, V, M, A>(p, x, u, bias, ptr, &t, gemm_threads);
     };
-    if gemm_threads == Threads::Pool {
+    if gemm_threads == Threads::Pool || crate::parallel::is_serial() {
         (0..blocks).for_each(body);
     } else {
         (0..blocks).into_par_iter().for_each(body);
@@ -1211,86 +1211,6 @@ mod x86_tests {
                     }
                 }
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod timing {
-    use super::*;
-
-    /// Times the transforms of one block per layer of `small` (chunk 25): `cargo test --release
-    /// -p smoothgrad-autodiff --lib transform_timing -- --ignored --nocapture`.
-    #[test]
-    #[ignore]
-    fn transform_timing() {
-        // (C, K, side, tile): small's Winograd convolutions, forward F2 and input gradient F4.
-        let layers = [
-            (32, 32, 32, Tile::F2),
-            (32, 64, 16, Tile::F2),
-            (64, 64, 16, Tile::F2),
-            (64, 128, 8, Tile::F2),
-            (32, 32, 32, Tile::F4),
-            (64, 32, 16, Tile::F4),
-            (64, 64, 16, Tile::F4),
-            (128, 64, 8, Tile::F4),
-        ];
-        for (c, k, side, tile) in layers {
-            let p = Problem {
-                batch: 25,
-                c,
-                h: side,
-                w: side,
-                k,
-                oh: side,
-                ow: side,
-                pad_t: 1,
-                pad_l: 1,
-            };
-            let m = tile.m();
-            let (th, tw) = (side.div_ceil(m), side.div_ceil(m));
-            let per_block = block_tiles(tile, &p, 4).div_ceil(tw).clamp(1, MAX_ROWS);
-            let t = Tiles::new(0..per_block.min(25 * th), th, tw);
-            let a = m + 2;
-            let x: Vec<f32> = (0..25 * c * side * side)
-                .map(|i| (i % 97) as f32 * 0.01)
-                .collect();
-            let mut v = vec![0f32; a * a * v_stride(c, t.nts)];
-            let mut scratch = vec![0f32; t.input_scratch(m, a).max(t.output_scratch(m, a))];
-            let mut mm = vec![0.5f32; a * a * k * t.nts];
-            let mut out = vec![0f32; 25 * k * side * side];
-            let reps = 200;
-            let time = |f: &mut dyn FnMut()| {
-                f();
-                let start = std::time::Instant::now();
-                for _ in 0..reps {
-                    f();
-                }
-                start.elapsed().as_secs_f64() / reps as f64 * 1e6
-            };
-            let cx = Block { tile, p: &p, t: &t };
-            let portable_in = time(&mut || input_transform(&cx, &x, &mut v, &mut scratch));
-            let x86_in = time(&mut || {
-                let done = match tile {
-                    Tile::F2 => x86_input_transform::<f32, F2x2, 2, 4>(&p, &t, &x, &mut v),
-                    Tile::F4 => x86_input_transform::<f32, F4x4, 4, 6>(&p, &t, &x, &mut v),
-                };
-                assert!(done);
-            });
-            let ptr = OutPtr(out.as_mut_ptr());
-            let portable_out = time(&mut || output_transform(&cx, &mm, &mut scratch, None, ptr));
-            let x86_out = time(&mut || {
-                let done = match tile {
-                    Tile::F2 => x86_output_transform::<f32, F2x2, 2, 4>(&p, &t, &mm, None, ptr),
-                    Tile::F4 => x86_output_transform::<f32, F4x4, 4, 6>(&p, &t, &mm, None, ptr),
-                };
-                assert!(done);
-            });
-            mm[0] = out[0];
-            println!(
-                "C {c:3} K {k:3} {side:2}² {tile:?} tiles {:3}: in {portable_in:7.1} → {x86_in:7.1} µs, out {portable_out:7.1} → {x86_out:7.1} µs",
-                t.nt
-            );
         }
     }
 }
