@@ -352,6 +352,20 @@ mod tests {
     use super::*;
     use crate::tensor::Tensor;
 
+    /// The layout of a Winograd block: V[ξ][c][j], M[k][ξ][j], rows of `ts`.
+    fn winograd_shape(k: usize, c: usize, xi_n: usize, nt: usize, ts: usize) -> Shape {
+        Shape {
+            k,
+            c,
+            xi_n,
+            nt,
+            vs: ts,
+            v_xi: c * ts,
+            ms: xi_n * ts,
+            m_xi: ts,
+        }
+    }
+
     fn data(len: usize, seed: u64) -> Vec<f64> {
         Tensor::<f64>::randn(&[len], seed).unwrap().into_vec()
     }
@@ -372,16 +386,7 @@ mod tests {
             let v = data(xi_n * c * ts, 2);
             let mut up = vec![f64::NAN; packed_len(k, c, xi_n)];
             pack_u(&u, k, c, xi_n, &mut up);
-            let s = Shape {
-                k,
-                c,
-                xi_n,
-                nt,
-                vs: ts,
-                v_xi: c * ts,
-                ms: xi_n * ts,
-                m_xi: ts,
-            };
+            let s = winograd_shape(k, c, xi_n, nt, ts);
             for parallel in [false, true] {
                 let mut m = vec![f64::NAN; k * xi_n * ts];
                 multiply(s, &up, &v, &mut m, parallel);
@@ -435,16 +440,7 @@ mod tests {
         let mut up = vec![0.0f32; packed_len(k, c, xi_n)];
         pack_u(&u32s, k, c, xi_n, &mut up);
         let mut m = vec![f32::NAN; k * xi_n * ts];
-        let s = Shape {
-            k,
-            c,
-            xi_n,
-            nt,
-            vs: ts,
-            v_xi: c * ts,
-            ms: xi_n * ts,
-            m_xi: ts,
-        };
+        let s = winograd_shape(k, c, xi_n, nt, ts);
         multiply_with(kernel, s, &up, &v32s, &mut m, false);
         for ki in 0..k {
             for xi in 0..xi_n {
