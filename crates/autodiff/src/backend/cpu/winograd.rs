@@ -267,28 +267,31 @@ pub(super) trait Variant<const M: usize, const A: usize> {
     /// Bᵀ d element-wise over A slices.
     #[inline(always)]
     fn bt<T: Float>(d: [&[T]; A], out: [&mut [T]; A]) {
-        let n = out[0].len();
-        let d: [&[T]; A] = std::array::from_fn(|b| &d[b][..n]);
-        let mut out = out;
-        for i in 0..n {
-            let o = Self::bt1(std::array::from_fn(|b| d[b][i]));
-            for (row, v) in out.iter_mut().zip(o) {
-                row[i] = v;
-            }
-        }
+        per_element(d, out, Self::bt1::<T>);
     }
 
     /// Aᵀ m element-wise over A slices.
     #[inline(always)]
     fn at<T: Float>(m: [&[T]; A], out: [&mut [T]; M]) {
-        let n = out[0].len();
-        let m: [&[T]; A] = std::array::from_fn(|b| &m[b][..n]);
-        let mut out = out;
-        for i in 0..n {
-            let o = Self::at1(std::array::from_fn(|b| m[b][i]));
-            for (row, v) in out.iter_mut().zip(o) {
-                row[i] = v;
-            }
+        per_element(m, out, Self::at1::<T>);
+    }
+}
+
+/// out[o][i] = f(x[0][i], …)[o] for every i < out[0].len() (a transform applied element-wise
+/// over slices; `f` is one of the variants' `#[inline(always)]` transforms, a function item, so
+/// it is compiled inside the caller's target features).
+#[inline(always)]
+fn per_element<T: Float, const I: usize, const O: usize>(
+    x: [&[T]; I],
+    mut out: [&mut [T]; O],
+    f: impl Fn([T; I]) -> [T; O],
+) {
+    let n = out[0].len();
+    let x: [&[T]; I] = std::array::from_fn(|b| &x[b][..n]);
+    for i in 0..n {
+        let o = f(std::array::from_fn(|b| x[b][i]));
+        for (row, v) in out.iter_mut().zip(o) {
+            row[i] = v;
         }
     }
 }
