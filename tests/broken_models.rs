@@ -541,6 +541,36 @@ fn overflowing_logits_name_the_layer_where_they_first_appear() {
     );
 }
 
+/// Layers whose output values are input values (ReLU, max pool, flatten…) skip the finite check
+/// after a checked layer — but not on the model's input, which nothing checked before them.
+#[test]
+fn a_non_finite_input_read_by_a_relu_is_named_by_the_relu() {
+    use smoothgrad_autodiff::Tensor;
+    use smoothgrad_layers::{Layer, Node};
+    let linear = |w: Vec<f32>, dims: &[usize]| Layer::Linear {
+        weight: Tensor::from_vec(w, dims).unwrap(),
+        bias: None,
+    };
+    let nodes = vec![
+        Node {
+            name: "first-act".into(),
+            layer: Layer::Relu,
+            inputs: vec![0],
+        },
+        Node {
+            name: "logits".into(),
+            layer: linear(vec![1.0; 6], &[2, 3]),
+            inputs: vec![1],
+        },
+    ];
+    let model = Model::new("relu-first", &[3], nodes, 2).unwrap();
+    let error = forward(&model, vec![1.0, f32::INFINITY, 1.0]).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "non-finite value (NaN or ±Inf) first produced by layer 'first-act' (Relu): 1 of 3 values"
+    );
+}
+
 #[test]
 fn finite_models_are_unaffected_by_the_check() {
     let logits = forward(&overflowing_model(), vec![1e-20, 2e-20, 3e-20]).unwrap();

@@ -60,6 +60,25 @@ pub enum Layer<T: Float> {
 }
 
 impl<T: Float> Layer<T> {
+    /// Whether finite inputs always give a finite output: every output value is an input
+    /// value, 0 or a finite clamp bound. Checking such an output after its inputs finds nothing
+    /// (the forward skips that pass).
+    fn keeps_finite(&self) -> bool {
+        match self {
+            Layer::Relu
+            | Layer::Flatten { .. }
+            | Layer::Reshape { .. }
+            | Layer::Concat { .. }
+            | Layer::Identity => true,
+            // Without dilation every window holds an input element (padding ≤ half the kernel).
+            Layer::MaxPool2d(p) => p.dilation == [1, 1],
+            Layer::Clamp { low, high } => {
+                T::from_f64(*low).is_finite() && T::from_f64(*high).is_finite()
+            }
+            _ => false,
+        }
+    }
+
     /// A short name of the kind of layer, for messages.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -722,6 +741,9 @@ impl<T: Float> Model<T> {
                     source: e,
                 }
             };
+            // Inputs that are node outputs were checked finite when computed (the model's
+            // input is the caller's).
+            let checked = node.inputs.iter().all(|&i| i != 0);
             if let Some(pool) = self.pool_before_activation(k) {
                 // max_pool(relu(x)) = relu(max_pool(x)) with the same gradient: the activation
                 // then runs on a quarter of the elements (see `pool_before_activation`).
@@ -733,7 +755,9 @@ impl<T: Float> Model<T> {
                     .layer
                     .forward_constant(tape, &[&pooled])
                     .map_err(forward_err(node))?;
-                check_finite(pool, out.value())?;
+                if !(node.layer.keeps_finite() && pool.layer.keeps_finite() && checked) {
+                    check_finite(pool, out.value())?;
+                }
                 if let Some(slot) = values.get_mut(k + 2) {
                     *slot = Some(out);
                 }
@@ -743,7 +767,9 @@ impl<T: Float> Model<T> {
                     .layer
                     .forward_with(tape, &ins, layer_params.filter(|p| !p.is_empty()))
                     .map_err(forward_err(node))?;
-                check_finite(node, out.value())?;
+                if !(node.layer.keeps_finite() && checked) {
+                    check_finite(node, out.value())?;
+                }
                 if let Some(slot) = values.get_mut(k + 1) {
                     *slot = Some(out);
                 }
