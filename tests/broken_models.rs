@@ -484,15 +484,18 @@ fn missing_files_are_io_errors_naming_the_path() {
 
 // ---------- numerical faults ----------
 
+/// A linear layer without bias.
+fn linear(w: Vec<f32>, dims: &[usize]) -> smoothgrad_layers::Layer<f32> {
+    smoothgrad_layers::Layer::Linear {
+        weight: smoothgrad_autodiff::Tensor::from_vec(w, dims).unwrap(),
+        bias: None,
+    }
+}
+
 /// `x[N, 3]` -> `hidden` (Linear 3 -> 2, small weights) -> ReLU -> `logits` (Linear 2 -> 2 with
 /// a row of weights 1e30).
 fn overflowing_model() -> Model<f32> {
-    use smoothgrad_autodiff::Tensor;
     use smoothgrad_layers::{Layer, Node};
-    let linear = |w: Vec<f32>, dims: &[usize]| Layer::Linear {
-        weight: Tensor::from_vec(w, dims).unwrap(),
-        bias: None,
-    };
     let nodes = vec![
         Node {
             name: "hidden".into(),
@@ -545,12 +548,7 @@ fn overflowing_logits_name_the_layer_where_they_first_appear() {
 /// after a checked layer — but not on the model's input, which nothing checked before them.
 #[test]
 fn a_non_finite_input_read_by_a_relu_is_named_by_the_relu() {
-    use smoothgrad_autodiff::Tensor;
     use smoothgrad_layers::{Layer, Node};
-    let linear = |w: Vec<f32>, dims: &[usize]| Layer::Linear {
-        weight: Tensor::from_vec(w, dims).unwrap(),
-        bias: None,
-    };
     let nodes = vec![
         Node {
             name: "first-act".into(),
