@@ -60,3 +60,27 @@ pub(crate) fn for_each_chunk<T: Send>(
             .for_each(|(i, c)| f(i, c));
     }
 }
+
+/// [`for_each_chunk`] over two slices side by side: `f(index, a_chunk, b_chunk)` for the
+/// `size_a`-element chunks of `a` and the `size_b`-element chunks of `b` (as many of each).
+pub(crate) fn for_each_chunk_pair<A: Send, B: Send>(
+    a: &mut [A],
+    size_a: usize,
+    b: &mut [B],
+    size_b: usize,
+    f: impl Fn(usize, &mut [A], &mut [B]) + Sync + Send,
+) {
+    use rayon::prelude::*;
+    let (size_a, size_b) = (size_a.max(1), size_b.max(1));
+    if threads() == 1 || a.len() <= size_a {
+        a.chunks_mut(size_a)
+            .zip(b.chunks_mut(size_b))
+            .enumerate()
+            .for_each(|(i, (ca, cb))| f(i, ca, cb));
+    } else {
+        a.par_chunks_mut(size_a)
+            .zip(b.par_chunks_mut(size_b))
+            .enumerate()
+            .for_each(|(i, (ca, cb))| f(i, ca, cb));
+    }
+}

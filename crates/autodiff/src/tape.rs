@@ -216,10 +216,14 @@ impl<T: Float> Tape<T> {
                 continue;
             }
             let fuse_copies = match &node.op {
-                Op::Conv2d { x: Some(xi), .. } if readers[*xi] == 1 => match &self.nodes[*xi].op {
-                    Op::NoisyCopies { x, .. } => Some(*x),
-                    _ => None,
-                },
+                Op::Conv2d { x: Some(xi), .. } | Op::Conv2dMaxPool2d { x: Some(xi), .. }
+                    if readers[*xi] == 1 =>
+                {
+                    match &self.nodes[*xi].op {
+                        Op::NoisyCopies { x, .. } => Some(*x),
+                        _ => None,
+                    }
+                }
                 _ => None,
             };
             let sink = Sink {

@@ -711,10 +711,11 @@ impl<T: Float> Model<T> {
             *input = Some(x.clone());
         }
         let mut next_param = 0;
-        let mut pooled_early = false;
+        // Nodes already run out of order (see below).
+        let mut skip = 0;
         for (k, node) in self.nodes.iter().enumerate() {
-            if std::mem::take(&mut pooled_early) {
-                // This max pool ran before the activation that feeds it (see below).
+            if skip > 0 {
+                skip -= 1;
                 continue;
             }
             let count = node.layer.parameters().len();
@@ -744,7 +745,51 @@ impl<T: Float> Model<T> {
             // Inputs that are node outputs were checked finite when computed (the model's
             // input is the caller's).
             let checked = node.inputs.iter().all(|&i| i != 0);
-            if let Some(pool) = self.pool_before_activation(k) {
+            let conv_pool = match (&node.layer, params, self.pool_after_conv(k)) {
+                (
+                    Layer::Conv2d {
+                        weight,
+                        bias,
+                        params: conv,
+                    },
+                    None,
+                    Some((
+                        activation,
+                        pool @ Node {
+                            layer: Layer::MaxPool2d(pool_params),
+                            ..
+                        },
+                    )),
+                ) => Some((weight, bias, conv, activation, pool, pool_params)),
+                _ => None,
+            };
+            if let Some((weight, bias, conv, activation, pool, pool_params)) = conv_pool {
+                // conv → activation → max pool as (conv + max pool) → activation, the first two
+                // fused (see `pool_after_conv`). The pooled values hold every non-finite value
+                // the pool passes on, and the convolution is where it arose.
+                let k_ = |t: &Tensor<T>| Var::constant(t.clone());
+                let pooled = tape
+                    .conv2d_max_pool2d(
+                        ins[0],
+                        &k_(weight),
+                        bias.as_ref().map(k_).as_ref(),
+                        conv,
+                        pool_params,
+                    )
+                    .map_err(forward_err(node))?;
+                check_finite(node, pooled.value())?;
+                let out = activation
+                    .layer
+                    .forward_constant(tape, &[&pooled])
+                    .map_err(forward_err(activation))?;
+                if !(activation.layer.keeps_finite() && pool.layer.keeps_finite()) {
+                    check_finite(pool, out.value())?;
+                }
+                if let Some(slot) = values.get_mut(k + 3) {
+                    *slot = Some(out);
+                }
+                skip = 2;
+            } else if let Some(pool) = self.pool_before_activation(k) {
                 // max_pool(relu(x)) = relu(max_pool(x)) with the same gradient: the activation
                 // then runs on a quarter of the elements (see `pool_before_activation`).
                 let pooled = pool
@@ -761,7 +806,7 @@ impl<T: Float> Model<T> {
                 if let Some(slot) = values.get_mut(k + 2) {
                     *slot = Some(out);
                 }
-                pooled_early = true;
+                skip = 1;
             } else {
                 let out = node
                     .layer
@@ -813,6 +858,23 @@ impl<T: Float> Model<T> {
         // reader being node k + 1 (which reads nothing else) makes it the only reader.
         (activation && pool && next.inputs == [k + 1] && self.last_use.get(k + 1) == Some(&(k + 1)))
             .then_some(next)
+    }
+
+    /// The activation and max pool to fuse with node `k`, when node `k` is a convolution whose
+    /// only reader is the next node, an activation that [`pool_before_activation`] runs after
+    /// the max pool that follows it (and the model does not return the convolution's output).
+    /// The convolution and the pool then run as one op ([`Tape::conv2d_max_pool2d`], which
+    /// falls back to the two separate ops where its kernels do not fuse), then the activation:
+    /// the same values and gradients, bit for bit, without storing the convolution's output.
+    ///
+    /// [`pool_before_activation`]: Self::pool_before_activation
+    fn pool_after_conv(&self, k: usize) -> Option<(&Node<T>, &Node<T>)> {
+        let conv = self.nodes.get(k)?;
+        let activation = self.nodes.get(k + 1)?;
+        let pool = self.pool_before_activation(k + 1)?;
+        let only_reader =
+            activation.inputs == [k + 1] && self.last_use.get(k + 1) == Some(&(k + 1));
+        (matches!(conv.layer, Layer::Conv2d { .. }) && only_reader).then_some((activation, pool))
     }
 
     /// Folds each inference batch norm that directly follows a convolution (and is its only
@@ -959,6 +1021,10 @@ mod tests {
         assert!(fused.pool_before_activation(1).is_some());
         assert!(fused.pool_before_activation(4).is_some());
         assert!(separate.pool_before_activation(1).is_none());
+        // conv1 → ReLU → pool runs as (conv1 + pool) → ReLU, conv2's pool is padded.
+        assert!(fused.pool_after_conv(0).is_some());
+        assert!(fused.pool_after_conv(3).is_some());
+        assert!(separate.pool_after_conv(0).is_none());
         for guided in [false, true] {
             let (a, b) = (
                 logits_and_grads(&fused, guided),

@@ -3,10 +3,12 @@
 
 use super::{Input, Op};
 use crate::backend::cpu::conv as kernels;
-use crate::backend::cpu::copies::conv2d_bwd_input_reduce_copies;
+use crate::backend::cpu::copies::{
+    conv2d_bwd_input_reduce_copies, conv2d_max_pool2d_bwd_input_reduce_copies,
+};
 use crate::element::Float;
 use crate::error::{Error, Result};
-use crate::ops::geometry::{Conv2dGeometry, Conv2dParams};
+use crate::ops::geometry::{Conv2dGeometry, Conv2dParams, Pool2dGeometry, Pool2dParams};
 use crate::shape::Shape;
 use crate::tape::{KernelLog, Tape, Var, accumulate};
 use crate::tensor::Tensor;
@@ -60,6 +62,118 @@ impl<T: Float> Tape<T> {
             w_val,
         }))
     }
+}
+
+impl<T: Float> Tape<T> {
+    /// `max_pool2d(conv2d(x, w, bias), pool)` as one op where the CPU kernels fuse them (see
+    /// [`conv2d_max_pool2d_fuses`](crate::backend::cpu::conv::conv2d_max_pool2d_fuses)): the
+    /// convolution's output is pooled as it is computed and never stored, and the input
+    /// gradient scatters the pooled gradient straight into the convolution's padded planes.
+    /// Values and input gradients are bit-identical to the two separate ops, which this records
+    /// instead when the geometries do not fuse or the weights or bias take a gradient (the
+    /// fused op computes input gradients only).
+    pub fn conv2d_max_pool2d(
+        &mut self,
+        x: &Var<T>,
+        w: &Var<T>,
+        bias: Option<&Var<T>>,
+        conv: &Conv2dParams,
+        pool: &Pool2dParams,
+    ) -> Result<Var<T>> {
+        let geometry = Conv2dGeometry::new(x.dims(), w.dims(), conv)?;
+        let pool_geometry = Pool2dGeometry::new("max_pool2d", &geometry.out_dims(), pool)?;
+        let weights_tracked = self.input(w)?.is_some()
+            || match bias {
+                Some(b) => self.input(b)?.is_some(),
+                None => false,
+            };
+        let bias_fits = bias.is_none_or(|b| b.dims() == [geometry.out_channels]);
+        if weights_tracked
+            || !bias_fits
+            || !kernels::conv2d_max_pool2d_fuses::<T>(&geometry, &pool_geometry)
+        {
+            let y = self.conv2d(x, w, bias, conv)?;
+            return self.max_pool2d(&y, pool);
+        }
+        let ix = self.input(x)?;
+        let shape = Shape::new(&pool_geometry.out_dims())?;
+        // Every output and argmax is written by the kernel.
+        let mut out = crate::buffers::stale(shape.numel());
+        let mut argmax = vec![0u32; shape.numel()];
+        kernels::conv2d_max_pool2d_fwd(
+            &geometry,
+            &pool_geometry,
+            x.value().as_slice(),
+            w.value().as_slice(),
+            bias.map(|b| b.value().as_slice()),
+            &mut out,
+            &mut argmax,
+        );
+        let value = Tensor::from_parts(shape, out);
+        let w_val = ix.map(|_| w.value().clone());
+        Ok(self.result(ix.is_some(), value, || Op::Conv2dMaxPool2d {
+            x: ix,
+            conv: geometry,
+            pool: pool_geometry,
+            argmax,
+            w_val,
+        }))
+    }
+}
+
+/// The input gradient of a [`Tape::conv2d_max_pool2d`] op (its weights are constants), or, with
+/// `copies` (`(target, squares)`: its input is noisy copies read by nothing else), the sum and
+/// sum of squares over copies written into the copies' source.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn conv2d_max_pool2d_backward<T: Float>(
+    x: Input,
+    copies: Option<(Input, &mut [Option<Tensor<T>>])>,
+    g: &Conv2dGeometry,
+    pg: &Pool2dGeometry,
+    argmax: &[u32],
+    w_val: &Option<Tensor<T>>,
+    grad: &Tensor<T>,
+    grads: &mut [Option<Tensor<T>>],
+    log: &mut KernelLog,
+) -> Result<()> {
+    let Some(wv) = w_val else { return Ok(()) };
+    match copies {
+        Some((Some(ix), squares)) => {
+            log.record("conv2d_max_pool2d_bwd_input_reduce_copies");
+            let dims = [1, g.in_channels, g.in_h, g.in_w];
+            let e = dims.iter().product();
+            let (mut sum, mut sumsq) = (crate::buffers::zeros(e), crate::buffers::zeros(e));
+            conv2d_max_pool2d_bwd_input_reduce_copies(
+                g,
+                pg,
+                grad.as_slice(),
+                argmax,
+                wv.as_slice(),
+                &mut sum,
+                &mut sumsq,
+            );
+            accumulate(grads, ix, Tensor::from_vec(sum, &dims)?);
+            accumulate(squares, ix, Tensor::from_vec(sumsq, &dims)?);
+        }
+        Some((None, _)) => {}
+        None => {
+            if let Some(ix) = x {
+                log.record("conv2d_max_pool2d_bwd_input");
+                // Every element of dx is written (the padded planes are zeroed, then scattered).
+                let mut dx = crate::buffers::stale(g.in_dims().iter().product());
+                kernels::conv2d_max_pool2d_bwd_input(
+                    g,
+                    pg,
+                    grad.as_slice(),
+                    argmax,
+                    wv.as_slice(),
+                    &mut dx,
+                );
+                accumulate(grads, ix, Tensor::from_vec(dx, &g.in_dims())?);
+            }
+        }
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

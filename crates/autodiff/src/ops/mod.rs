@@ -141,6 +141,14 @@ pub(crate) enum Op<T: Float> {
         geometry: Pool2dGeometry,
         argmax: Vec<u32>,
     },
+    /// A convolution with constant weights and the max pool over its output, fused.
+    Conv2dMaxPool2d {
+        x: Input,
+        conv: Conv2dGeometry,
+        pool: Pool2dGeometry,
+        argmax: Vec<u32>,
+        w_val: Option<Tensor<T>>,
+    },
     AvgPool2d {
         x: Input,
         geometry: Pool2dGeometry,
@@ -184,6 +192,7 @@ impl<T: Float> Op<T> {
             | Op::Softmax { x, .. }
             | Op::LogSoftmax { x, .. }
             | Op::MaxPool2d { x, .. }
+            | Op::Conv2dMaxPool2d { x, .. }
             | Op::AvgPool2d { x, .. }
             | Op::GlobalAvgPool { x, .. }
             | Op::NoisyCopies { x, .. } => vec![*x],
@@ -314,6 +323,18 @@ pub(crate) fn backward<T: Float>(
             geometry,
             argmax,
         } => pool::max_pool2d_backward(*x, geometry, argmax, &grad, grads, log),
+        Op::Conv2dMaxPool2d {
+            x,
+            conv,
+            pool,
+            argmax,
+            w_val,
+        } => {
+            let copies = fuse_copies.map(|target| (target, &mut squares[..]));
+            conv::conv2d_max_pool2d_backward(
+                *x, copies, conv, pool, argmax, w_val, &grad, grads, log,
+            )?
+        }
         Op::AvgPool2d { x, geometry } => pool::avg_pool2d_backward(*x, geometry, &grad, grads, log),
         Op::GlobalAvgPool { x, x_shape } => {
             pool::global_avg_pool_backward(*x, x_shape, &grad, grads)

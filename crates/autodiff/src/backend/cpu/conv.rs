@@ -16,7 +16,7 @@
 use super::gemm::{MatRef, Threads, matmul};
 use super::winograd::{self, Tile};
 use crate::element::{DType, Float};
-use crate::ops::geometry::Conv2dGeometry;
+use crate::ops::geometry::{Conv2dGeometry, Pool2dGeometry};
 use rayon::prelude::*;
 use std::any::Any;
 use std::cell::RefCell;
@@ -121,6 +121,123 @@ pub fn conv2d_fwd<T: Float>(
 /// dx[N,C,H,W] = gradient w.r.t. the input, given dy[N,O,OH,OW]. `dx` is overwritten.
 pub fn conv2d_bwd_input<T: Float>(g: &Conv2dGeometry, dy: &[T], w: &[T], dx: &mut [T]) {
     conv2d_bwd_input_planned(g, dy, w, dx, Plan::for_batch(g.batch));
+}
+
+/// Whether [`conv2d_max_pool2d_fwd`] runs a convolution `g` and a max pool `pg` over its output
+/// fused: `pg` is a 2×2 window at stride 2 (no padding, dilation or partial windows), the
+/// convolution takes the direct loops over padded planes (one input channel per group, or a
+/// few channels in f32 unless im2col is forced — the algorithm the separate convolution would
+/// take), and keeps the width of its input (so the forward's and the input gradient's padded
+/// widths agree).
+pub fn conv2d_max_pool2d_fuses<T: Float>(g: &Conv2dGeometry, pg: &Pool2dGeometry) -> bool {
+    let pooled = super::pool::is_2x2_stride_2(pg)
+        && pg.batch == g.batch
+        && pg.channels == g.out_channels
+        && [pg.in_h, pg.in_w] == [g.out_h, g.out_w];
+    let direct = if Dims::new(g).direct {
+        super::direct::applies(g)
+    } else {
+        direct_channels_allowed::<T>() && super::direct::applies_channels(g)
+    };
+    pooled && direct && g.out_w == g.in_w
+}
+
+/// `pooled` = max_pool2d(conv2d(x, w) + bias) for geometries where
+/// [`conv2d_max_pool2d_fuses`]: the same values, bit for bit, as [`conv2d_fwd`] then
+/// [`maxpool2d_fwd`](super::pool::maxpool2d_fwd), without storing the convolution's output.
+/// `argmax` gets each window's winner as an opaque position for
+/// [`conv2d_max_pool2d_bwd_input`].
+///
+/// # Panics
+/// When the geometries do not fuse or a slice length disagrees with them.
+pub fn conv2d_max_pool2d_fwd<T: Float>(
+    g: &Conv2dGeometry,
+    pg: &Pool2dGeometry,
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    pooled: &mut [T],
+    argmax: &mut [u32],
+) {
+    assert!(
+        conv2d_max_pool2d_fuses::<T>(g, pg),
+        "conv2d_max_pool2d_fwd: {g:?} {pg:?}"
+    );
+    let d = Dims::new(g);
+    let y_dims = [pg.batch, pg.channels, pg.out_h, pg.out_w];
+    assert_eq!(
+        x.len(),
+        g.batch * d.x_per,
+        "conv2d_max_pool2d_fwd: input length"
+    );
+    assert_eq!(
+        w.len(),
+        g.out_channels * d.k,
+        "conv2d_max_pool2d_fwd: weight length"
+    );
+    assert_eq!(
+        pooled.len(),
+        y_dims.iter().product(),
+        "conv2d_max_pool2d_fwd: pooled"
+    );
+    assert_eq!(argmax.len(), pooled.len(), "conv2d_max_pool2d_fwd: argmax");
+    if let Some(b) = bias {
+        assert_eq!(
+            b.len(),
+            g.out_channels,
+            "conv2d_max_pool2d_fwd: bias length"
+        );
+    }
+    if pooled.is_empty() {
+        return;
+    }
+    if d.direct {
+        super::direct::fwd_pooled(g, pg, x, w, bias, pooled, argmax);
+    } else {
+        super::direct::fwd_channels_pooled(g, pg, x, w, bias, pooled, argmax);
+    }
+}
+
+/// dx of [`conv2d_max_pool2d_fwd`] from the gradient `dy` of its pooled output and its
+/// `argmax`: bit for bit the separate max pool's input gradient then [`conv2d_bwd_input`].
+/// `dx` is overwritten.
+///
+/// # Panics
+/// When the geometries do not fuse or a slice length disagrees with them.
+pub fn conv2d_max_pool2d_bwd_input<T: Float>(
+    g: &Conv2dGeometry,
+    pg: &Pool2dGeometry,
+    dy: &[T],
+    argmax: &[u32],
+    w: &[T],
+    dx: &mut [T],
+) {
+    assert!(
+        conv2d_max_pool2d_fuses::<T>(g, pg),
+        "conv2d_max_pool2d_bwd_input: {g:?} {pg:?}"
+    );
+    let d = Dims::new(g);
+    assert_eq!(
+        dx.len(),
+        g.batch * d.x_per,
+        "conv2d_max_pool2d_bwd_input: dx length"
+    );
+    assert_eq!(
+        w.len(),
+        g.out_channels * d.k,
+        "conv2d_max_pool2d_bwd_input: weight length"
+    );
+    let pooled: usize = [pg.batch, pg.channels, pg.out_h, pg.out_w].iter().product();
+    assert_eq!(dy.len(), pooled, "conv2d_max_pool2d_bwd_input: dy");
+    assert_eq!(argmax.len(), pooled, "conv2d_max_pool2d_bwd_input: argmax");
+    if dx.is_empty() {
+        return;
+    }
+    if d.direct {
+        super::direct::bwd_input_pooled(g, dy, argmax, w, dx);
+    } else {
+        super::direct::bwd_input_channels_pooled(g, dy, argmax, w, dx);
+    }
 }
 
 /// dw[O,C/g,kh,kw] = gradient w.r.t. the weight, given dy and x. `dw` is overwritten.

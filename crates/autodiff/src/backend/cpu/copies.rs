@@ -1,9 +1,9 @@
 //! SmoothGrad's batch of noisy copies: made from a counter-based RNG, and reduced over copies
 //! (sum and sum of squares) straight out of the first convolution's input-gradient kernel.
 
-use super::conv::conv2d_bwd_input;
+use super::conv::{conv2d_bwd_input, conv2d_max_pool2d_bwd_input};
 use crate::element::Float;
-use crate::ops::geometry::Conv2dGeometry;
+use crate::ops::geometry::{Conv2dGeometry, Pool2dGeometry};
 use crate::rng;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
@@ -75,12 +75,59 @@ pub fn conv2d_bwd_input_reduce_copies<T: Float>(
     sumsq: &mut [T],
 ) {
     let per_dy = g.out_channels * g.out_h * g.out_w;
-    let per_dx = g.in_channels * g.in_h * g.in_w;
     assert_eq!(
         dy.len(),
         g.batch * per_dy,
         "conv2d_bwd_input_reduce_copies: dy"
     );
+    reduce_in_blocks(g, sum, sumsq, |sub, start, dx| {
+        conv2d_bwd_input(sub, &dy[start * per_dy..][..sub.batch * per_dy], w, dx);
+    });
+}
+
+/// [`conv2d_bwd_input_reduce_copies`] for a convolution followed by a fused 2×2 max pool
+/// (`pg`; see [`conv2d_max_pool2d_bwd_input`]): `dy` is the pool's output gradient, `argmax`
+/// its winners.
+pub fn conv2d_max_pool2d_bwd_input_reduce_copies<T: Float>(
+    g: &Conv2dGeometry,
+    pg: &Pool2dGeometry,
+    dy: &[T],
+    argmax: &[u32],
+    w: &[T],
+    sum: &mut [T],
+    sumsq: &mut [T],
+) {
+    let per_dy = pg.channels * pg.out_h * pg.out_w;
+    assert_eq!(
+        dy.len(),
+        g.batch * per_dy,
+        "conv2d_max_pool2d_bwd_input_reduce_copies: dy"
+    );
+    assert_eq!(
+        argmax.len(),
+        dy.len(),
+        "conv2d_max_pool2d_bwd_input_reduce_copies: argmax"
+    );
+    reduce_in_blocks(g, sum, sumsq, |sub, start, dx| {
+        let span = start * per_dy..(start + sub.batch) * per_dy;
+        let pooled = Pool2dGeometry {
+            batch: sub.batch,
+            ..*pg
+        };
+        conv2d_max_pool2d_bwd_input(sub, &pooled, &dy[span.clone()], &argmax[span], w, dx);
+    });
+}
+
+/// Runs `dx_of(sub, start, dx)` over the copies of `g` in blocks of one per thread (`sub` is
+/// `g` for the block's copies `start ..`) and reduces each block's input gradient into `sum`
+/// and `sumsq`.
+fn reduce_in_blocks<T: Float>(
+    g: &Conv2dGeometry,
+    sum: &mut [T],
+    sumsq: &mut [T],
+    dx_of: impl Fn(&Conv2dGeometry, usize, &mut [T]),
+) {
+    let per_dx = g.in_channels * g.in_h * g.in_w;
     assert_eq!(sum.len(), per_dx, "conv2d_bwd_input_reduce_copies: sum");
     assert_eq!(sumsq.len(), per_dx, "conv2d_bwd_input_reduce_copies: sumsq");
     let block = crate::parallel::threads().max(1);
@@ -90,7 +137,7 @@ pub fn conv2d_bwd_input_reduce_copies<T: Float>(
         let count = block.min(g.batch - start);
         let sub = Conv2dGeometry { batch: count, ..*g };
         let dx = &mut scratch[..count * per_dx];
-        conv2d_bwd_input(&sub, &dy[start * per_dy..(start + count) * per_dy], w, dx);
+        dx_of(&sub, start, dx);
         reduce_copies(dx, sum, sumsq);
         start += count;
     }

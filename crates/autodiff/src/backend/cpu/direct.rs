@@ -18,10 +18,11 @@
 //! add w·0.
 
 use super::conv::with_scratch;
+use super::pool::{Pool2x2Scratch, pool_plane_2x2};
 use super::simd::{copy_short, multiversion};
 use crate::element::Float;
-use crate::ops::geometry::Conv2dGeometry;
-use crate::parallel::for_each_chunk;
+use crate::ops::geometry::{Conv2dGeometry, Pool2dGeometry};
+use crate::parallel::{for_each_chunk, for_each_chunk_pair};
 
 /// Whether [`fwd`] and [`bwd_input`] apply: one input channel per group, on a
 /// [`padded_stride_1`] geometry.
@@ -83,10 +84,50 @@ pub(super) fn fwd_channels<T: Float>(
     bias: Option<&[T]>,
     out: &mut [T],
 ) {
+    let p = g.out_h * g.out_w;
+    for_each_chunk(out, (g.out_channels * p).max(1), |n, out_n| {
+        fwd_sample(g, n, x, w, bias, |o, y, wp| {
+            unpad_rows(y, wp, g.out_w, &mut out_n[o * p..][..p]);
+        });
+    });
+}
+
+/// [`fwd_channels`] followed by the 2×2, stride-2 max pool `pg` (see [`fwd_pooled`]).
+pub(super) fn fwd_channels_pooled<T: Float>(
+    g: &Conv2dGeometry,
+    pg: &Pool2dGeometry,
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    pooled: &mut [T],
+    argmax: &mut [u32],
+) {
+    let pool = padded_pool(g, pg);
+    let pp = pool.out_h * pool.out_w;
+    let per_sample = g.out_channels * pp;
+    for_each_chunk_pair(pooled, per_sample, argmax, per_sample, |n, out_n, arg_n| {
+        let mut scratch = Pool2x2Scratch::new(&pool);
+        fwd_sample(g, n, x, w, bias, |o, y, _| {
+            let (out_o, arg_o) = (&mut out_n[o * pp..][..pp], &mut arg_n[o * pp..][..pp]);
+            pool_padded(&pool, y, out_o, arg_o, &mut scratch);
+        });
+    });
+}
+
+/// The output planes of sample `n` of [`fwd_channels`], each handed to `emit(o, y, wp)` as
+/// computed on the padded width `wp` (`y[oh·wp + ow]`).
+fn fwd_sample<T: Float>(
+    g: &Conv2dGeometry,
+    n: usize,
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    mut emit: impl FnMut(usize, &[T], usize),
+) {
     let (c_n, k_n) = (g.in_channels, g.out_channels);
     let (kh, kw) = (g.kernel_h, g.kernel_w);
     let (hp, wp) = (g.out_h + kh - 1, g.out_w + kw - 1);
-    let (hw, p) = (g.in_h * g.in_w, g.out_h * g.out_w);
+    let hw = g.in_h * g.in_w;
     let flat = flat_blocks(g.out_h, g.out_w, wp);
     let taps = c_n * kh * kw;
     let geometry = Taps {
@@ -96,26 +137,107 @@ pub(super) fn fwd_channels<T: Float>(
         wp,
     };
     let bias_of = |o: usize| bias.map_or(T::zero(), |b| b[o]);
-    for_each_chunk(out, (k_n * p).max(1), |n, out_n| {
-        // C padded planes, the slack the last block reads past them, one output plane.
-        let slack = BLOCK;
-        with_scratch(c_n * hp * wp + slack + 2 * flat, |buf: &mut [T]| {
-            let (xp, y) = buf.split_at_mut(c_n * hp * wp + slack);
-            let x_n = &x[n * c_n * hw..][..c_n * hw];
-            pad_planes(x_n, [g.in_h, g.in_w], [g.pad[0], g.pad[1]], [hp, wp], xp);
-            // Output channels two at a time (each x load feeds both), the last one alone.
-            for o0 in (0..k_n).step_by(2) {
-                let o1 = (o0 + 1).min(k_n - 1);
-                let (w0, w1) = (&w[o0 * taps..][..taps], &w[o1 * taps..][..taps]);
-                let (b0, b1) = (bias_of(o0), bias_of(o1));
-                fwd_pair(xp, &geometry, c_n, [w0, w1], [b0, b1], y);
-                for (o, y_o) in [(o0, &y[..flat]), (o1, &y[flat..])] {
-                    let out_o = &mut out_n[o * p..][..p];
-                    unpad_rows(y_o, wp, g.out_w, out_o);
+    // C padded planes, the slack the last block reads past them, two output planes.
+    let slack = BLOCK;
+    with_scratch(c_n * hp * wp + slack + 2 * flat, |buf: &mut [T]| {
+        let (xp, y) = buf.split_at_mut(c_n * hp * wp + slack);
+        let x_n = &x[n * c_n * hw..][..c_n * hw];
+        pad_planes(x_n, [g.in_h, g.in_w], [g.pad[0], g.pad[1]], [hp, wp], xp);
+        // Output channels two at a time (each x load feeds both), the last one alone.
+        for o0 in (0..k_n).step_by(2) {
+            let o1 = (o0 + 1).min(k_n - 1);
+            let (w0, w1) = (&w[o0 * taps..][..taps], &w[o1 * taps..][..taps]);
+            let (b0, b1) = (bias_of(o0), bias_of(o1));
+            fwd_pair(xp, &geometry, c_n, [w0, w1], [b0, b1], y);
+            emit(o0, &y[..flat], wp);
+            if o1 != o0 {
+                emit(o1, &y[flat..], wp);
+            }
+        }
+    });
+}
+
+/// The pool geometry of a 2×2, stride-2 max pool `pg` over one output plane of `g` kept on its
+/// padded width `out_w + kw − 1`: the same windows, rows that far apart, so its argmax indices
+/// are positions on the padded width (`oh·wp + ow`).
+fn padded_pool(g: &Conv2dGeometry, pg: &Pool2dGeometry) -> Pool2dGeometry {
+    Pool2dGeometry {
+        batch: 1,
+        channels: 1,
+        in_h: g.out_h,
+        in_w: g.out_w + g.kernel_w - 1,
+        ..*pg
+    }
+}
+
+multiversion! {
+    /// One pooled plane from a convolution output plane on its padded width (see
+    /// [`padded_pool`]).
+    fn pool_padded = pool_padded_impl(
+        pool: &Pool2dGeometry,
+        y: &[T],
+        out: &mut [T],
+        argmax: &mut [u32],
+        scratch: &mut Pool2x2Scratch<T>,
+    )
+}
+
+#[inline(always)]
+fn pool_padded_impl<T: Float>(
+    pool: &Pool2dGeometry,
+    y: &[T],
+    out: &mut [T],
+    argmax: &mut [u32],
+    scratch: &mut Pool2x2Scratch<T>,
+) {
+    pool_plane_2x2(pool, y, out, argmax, scratch);
+}
+
+/// Where the input-gradient kernels take dY from.
+#[derive(Clone, Copy)]
+enum Dy<'a, T> {
+    /// The convolution's output gradient, `[N, O, out_h, out_w]`.
+    Plain(&'a [T]),
+    /// The output gradient of a fused 2×2 max pool, `[N, O, out_h / 2, out_w / 2]`, and its
+    /// windows' winners as positions on the forward's padded width ([`padded_pool`]), which is
+    /// the input gradient's padded width too (the fused path requires out_w = in_w).
+    Pooled { dy: &'a [T], argmax: &'a [u32] },
+}
+
+impl<T: Float> Dy<'_, T> {
+    /// The dY planes `first .. first + count` (over N·O), zero-padded: each `hp × wp` with the
+    /// plane at row `top`, column `left`; `dyp` after them is zeroed. A pooled dY is scattered
+    /// to its windows' winners (each window's gradient added to 0, as the separate max pool's
+    /// input gradient).
+    fn pad(
+        &self,
+        g: &Conv2dGeometry,
+        [first, count]: [usize; 2],
+        [top, left]: [usize; 2],
+        [hp, wp]: [usize; 2],
+        dyp: &mut [T],
+    ) {
+        match *self {
+            Dy::Plain(dy) => {
+                let p = g.out_h * g.out_w;
+                let planes = &dy[first * p..][..count * p];
+                pad_planes(planes, [g.out_h, g.out_w], [top, left], [hp, wp], dyp);
+            }
+            Dy::Pooled { dy, argmax } => {
+                let pp = (g.out_h / 2) * (g.out_w / 2);
+                let (dy, argmax) = (&dy[first * pp..][..count * pp], &argmax[first * pp..]);
+                dyp.fill(T::zero());
+                let at = top * wp + left;
+                let planes = dy.chunks_exact(pp.max(1)).zip(argmax.chunks(pp.max(1)));
+                for (k, (dy_k, arg_k)) in planes.enumerate() {
+                    let plane = &mut dyp[k * hp * wp + at..];
+                    for (&v, &a) in dy_k.iter().zip(arg_k) {
+                        plane[a as usize] += v;
+                    }
                 }
             }
-        });
-    });
+        }
+    }
 }
 
 /// Input gradient of a convolution with `C` input channels in one group: dx[n, c] = Σ_o
@@ -123,11 +245,27 @@ pub(super) fn fwd_channels<T: Float>(
 /// channels in order, for each the taps with i descending and j ascending); one task per
 /// sample, its K padded dY planes shared by all input channels.
 pub(super) fn bwd_input_channels<T: Float>(g: &Conv2dGeometry, dy: &[T], w: &[T], dx: &mut [T]) {
+    bwd_input_channels_from(g, Dy::Plain(dy), w, dx);
+}
+
+/// [`bwd_input_channels`] of a convolution followed by a fused 2×2 max pool
+/// ([`fwd_channels_pooled`]): `dy` is the pool's output gradient, `argmax` its winners.
+pub(super) fn bwd_input_channels_pooled<T: Float>(
+    g: &Conv2dGeometry,
+    dy: &[T],
+    argmax: &[u32],
+    w: &[T],
+    dx: &mut [T],
+) {
+    bwd_input_channels_from(g, Dy::Pooled { dy, argmax }, w, dx);
+}
+
+fn bwd_input_channels_from<T: Float>(g: &Conv2dGeometry, dy: Dy<T>, w: &[T], dx: &mut [T]) {
     let (c_n, k_n) = (g.in_channels, g.out_channels);
     let (kh, kw) = (g.kernel_h, g.kernel_w);
     let (hp, wp) = (g.in_h + kh - 1, g.in_w + kw - 1);
     let (top, left) = (kh - 1 - g.pad[0], kw - 1 - g.pad[1]);
-    let (hw, p) = (g.in_h * g.in_w, g.out_h * g.out_w);
+    let hw = g.in_h * g.in_w;
     let flat = flat_blocks(g.in_h, g.in_w, wp);
     let taps = kh * kw;
     let geometry = Taps {
@@ -142,8 +280,7 @@ pub(super) fn bwd_input_channels<T: Float>(g: &Conv2dGeometry, dy: &[T], w: &[T]
         with_scratch(planes + 2 * k_n * taps + 2 * flat, |buf: &mut [T]| {
             let (dyp, rest) = buf.split_at_mut(planes);
             let (w_c, acc) = rest.split_at_mut(2 * k_n * taps);
-            let dy_n = &dy[n * k_n * p..][..k_n * p];
-            pad_planes(dy_n, [g.out_h, g.out_w], [top, left], [hp, wp], dyp);
+            dy.pad(g, [n * k_n, k_n], [top, left], [hp, wp], dyp);
             // Input channels two at a time (each dY load feeds both), the last one alone; their
             // kernels side by side as [2, K, kh, kw].
             for c0 in (0..c_n).step_by(2) {
@@ -296,30 +433,73 @@ pub(super) fn fwd<T: Float>(
     out: &mut [T],
 ) {
     let og = g.out_channels / g.groups;
+    let p = g.out_h * g.out_w;
+    for_each_chunk(out, og * p, |plane, out_c| {
+        fwd_group(g, plane, x, w, bias, |k, y, wp| {
+            unpad_rows(y, wp, g.out_w, &mut out_c[k * p..][..p]);
+        });
+    });
+}
+
+/// [`fwd`] followed by the 2×2, stride-2 max pool `pg` over its output, fused: each output
+/// plane is pooled from the scratch it was computed in on the padded width (never stored
+/// whole), into `pooled` and `argmax` — the windows' winners as positions on that padded width
+/// (see [`padded_pool`]; [`bwd_input_pooled`] scatters from them). Values are bit-identical to
+/// the separate convolution and max pool.
+pub(super) fn fwd_pooled<T: Float>(
+    g: &Conv2dGeometry,
+    pg: &Pool2dGeometry,
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    pooled: &mut [T],
+    argmax: &mut [u32],
+) {
+    let og = g.out_channels / g.groups;
+    let pool = padded_pool(g, pg);
+    let pp = pool.out_h * pool.out_w;
+    for_each_chunk_pair(pooled, og * pp, argmax, og * pp, |plane, out_c, arg_c| {
+        let mut scratch = Pool2x2Scratch::new(&pool);
+        fwd_group(g, plane, x, w, bias, |k, y, _| {
+            let (out_k, arg_k) = (&mut out_c[k * pp..][..pp], &mut arg_c[k * pp..][..pp]);
+            pool_padded(&pool, y, out_k, arg_k, &mut scratch);
+        });
+    });
+}
+
+/// The output planes of [`fwd`] made from input plane `plane` (n·C + c), each handed to
+/// `emit(k, y, wp)` (k-th of the group) as computed on the padded width `wp`.
+fn fwd_group<T: Float>(
+    g: &Conv2dGeometry,
+    plane: usize,
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    mut emit: impl FnMut(usize, &[T], usize),
+) {
+    let og = g.out_channels / g.groups;
     let (kh, kw) = (g.kernel_h, g.kernel_w);
     // Start padding before the input, end padding after it (it only shapes the output).
     let (hp, wp) = (g.out_h + kh - 1, g.out_w + kw - 1);
-    let (hw, p) = (g.in_h * g.in_w, g.out_h * g.out_w);
+    let hw = g.in_h * g.in_w;
     // Flat outputs on the padded width: the last one read is (out_h − 1)·Wp + out_w − 1.
-    let flat = if p == 0 {
+    let flat = if g.out_h * g.out_w == 0 {
         0
     } else {
         (g.out_h - 1) * wp + g.out_w
     };
-    for_each_chunk(out, og * p, |plane, out_c| {
-        let (n, c) = (plane / g.in_channels, plane % g.in_channels);
-        let x_c = &x[(n * g.in_channels + c) * hw..][..hw];
-        // The padded plane and one output plane on the padded width, in this thread's scratch.
-        with_scratch(hp * wp + flat, |buf: &mut [T]| {
-            let (xp, y) = buf.split_at_mut(hp * wp);
-            pad_into(x_c, g.in_h, g.in_w, g.pad[0], g.pad[1], wp, xp);
-            for (k, out_o) in out_c.chunks_exact_mut(p.max(1)).enumerate() {
-                let o = c * og + k;
-                let b = bias.map_or(T::zero(), |b| b[o]);
-                fwd_plane(xp, &w[o * kh * kw..][..kh * kw], b, kh, kw, wp, y);
-                unpad_rows(y, wp, g.out_w, out_o);
-            }
-        });
+    let (n, c) = (plane / g.in_channels, plane % g.in_channels);
+    let x_c = &x[(n * g.in_channels + c) * hw..][..hw];
+    // The padded plane and one output plane on the padded width, in this thread's scratch.
+    with_scratch(hp * wp + flat, |buf: &mut [T]| {
+        let (xp, y) = buf.split_at_mut(hp * wp);
+        pad_into(x_c, g.in_h, g.in_w, g.pad[0], g.pad[1], wp, xp);
+        for k in 0..og {
+            let o = c * og + k;
+            let b = bias.map_or(T::zero(), |b| b[o]);
+            fwd_plane(xp, &w[o * kh * kw..][..kh * kw], b, kh, kw, wp, y);
+            emit(k, y, wp);
+        }
     });
 }
 
@@ -390,11 +570,27 @@ fn fwd_taps<T: Float>(
 /// transposed offsets, over `dy` padded by `kh − 1 − ph` rows above and `kw − 1 − pw` columns
 /// left (the full correlation with the flipped kernel).
 pub(super) fn bwd_input<T: Float>(g: &Conv2dGeometry, dy: &[T], w: &[T], dx: &mut [T]) {
+    bwd_input_from(g, Dy::Plain(dy), w, dx);
+}
+
+/// [`bwd_input`] of a convolution followed by a fused 2×2 max pool ([`fwd_pooled`]): `dy` is
+/// the pool's output gradient, `argmax` its winners.
+pub(super) fn bwd_input_pooled<T: Float>(
+    g: &Conv2dGeometry,
+    dy: &[T],
+    argmax: &[u32],
+    w: &[T],
+    dx: &mut [T],
+) {
+    bwd_input_from(g, Dy::Pooled { dy, argmax }, w, dx);
+}
+
+fn bwd_input_from<T: Float>(g: &Conv2dGeometry, dy: Dy<T>, w: &[T], dx: &mut [T]) {
     let og = g.out_channels / g.groups;
     let (kh, kw) = (g.kernel_h, g.kernel_w);
     let (hp, wp) = (g.in_h + kh - 1, g.in_w + kw - 1);
     let (top, left) = (kh - 1 - g.pad[0], kw - 1 - g.pad[1]);
-    let (hw, p) = (g.in_h * g.in_w, g.out_h * g.out_w);
+    let hw = g.in_h * g.in_w;
     let flat = if hw == 0 {
         0
     } else {
@@ -406,8 +602,13 @@ pub(super) fn bwd_input<T: Float>(g: &Conv2dGeometry, dy: &[T], w: &[T], dx: &mu
         // scratch.
         with_scratch(og * hp * wp + flat, |buf: &mut [T]| {
             let (dyp, acc) = buf.split_at_mut(og * hp * wp);
-            let dy_c = &dy[(n * g.out_channels + c * og) * p..][..og * p];
-            pad_planes(dy_c, [g.out_h, g.out_w], [top, left], [hp, wp], dyp);
+            dy.pad(
+                g,
+                [n * g.out_channels + c * og, og],
+                [top, left],
+                [hp, wp],
+                dyp,
+            );
             let w_c = &w[c * og * kh * kw..][..og * kh * kw];
             bwd_plane(dyp, w_c, og, kh, kw, wp, acc);
             unpad_rows(acc, wp, g.in_w, dx_c);

@@ -66,7 +66,7 @@ pub fn maxpool2d_fwd<T: Float>(g: &Pool2dGeometry, x: &[T], out: &mut [T], argma
 }
 
 /// The common 2×2 window at stride 2, no padding or dilation, every window inside the input.
-fn is_2x2_stride_2(g: &Pool2dGeometry) -> bool {
+pub(super) fn is_2x2_stride_2(g: &Pool2dGeometry) -> bool {
     g.kernel == [2, 2]
         && g.stride == [2, 2]
         && g.pad == [0, 0]
@@ -93,7 +93,8 @@ multiversion! {
 /// are short (7 or 14 outputs in the small models: a loop per row never reaches its vector
 /// body):
 ///
-/// 1. pairs: the winner of each horizontal pair and its index in the plane;
+/// 1. pairs: the winner of each horizontal pair and its index in the plane (all the rows' pairs
+///    as one stream when the rows have an even width);
 /// 2. rows: every row of pair winners against the next one, as one stream — twice the
 ///    comparisons needed, the odd rows' results are dropped;
 /// 3. the even rows' results are gathered into the plane's outputs with fixed-size copies of
@@ -103,51 +104,102 @@ multiversion! {
 /// Values and argmax match [`max_window`] bit for bit.
 #[inline(always)]
 fn maxpool_planes_2x2_impl<T: Float>(g: &Pool2dGeometry, x: &[T], out: &mut [T], arg: &mut [u32]) {
-    let (hw, p, w, ow_len) = (g.in_h * g.in_w, g.out_h * g.out_w, g.in_w, g.out_w);
-    let rows = 2 * g.out_h;
-    let pairs_len = rows * ow_len;
-    // Pair winners per input row; each row against the next; the plane's outputs.
-    let mut hv = vec![T::zero(); pairs_len];
-    let mut hi = vec![0u32; pairs_len];
-    let mut dv = vec![T::zero(); pairs_len + POOL_LANES];
-    let mut di = vec![0u32; pairs_len + POOL_LANES];
-    let mut ov = vec![T::zero(); p + POOL_LANES];
-    let mut oi = vec![0u32; p + POOL_LANES];
+    let (hw, p) = (g.in_h * g.in_w, g.out_h * g.out_w);
+    let mut scratch = Pool2x2Scratch::new(g);
     for ((x_p, out_p), arg_p) in x.chunks(hw).zip(out.chunks_mut(p)).zip(arg.chunks_mut(p)) {
-        if w == 2 * ow_len {
-            pairs(&x_p[..rows * w], 0, &mut hv, &mut hi);
-        } else {
-            for r in 0..rows {
-                let span = r * ow_len..(r + 1) * ow_len;
-                pairs(
-                    &x_p[r * w..][..2 * ow_len],
-                    (r * w) as u32,
-                    &mut hv[span.clone()],
-                    &mut hi[span],
-                );
-            }
-        }
-        let n = pairs_len.saturating_sub(ow_len);
-        let (tv, ti) = (&hv[..n], &hi[..n]);
-        let (bv, bi) = (&hv[ow_len..][..n], &hi[ow_len..][..n]);
-        let (dv_n, di_n) = (&mut dv[..n], &mut di[..n]);
-        for j in 0..n {
-            let take = (bv[j] > tv[j]) | bv[j].is_nan();
-            dv_n[j] = if take { bv[j] } else { tv[j] };
-            // The index select as a mask (a `select` on it kept the loop scalar).
-            let m = (take as u32).wrapping_neg();
-            di_n[j] = ti[j] ^ ((ti[j] ^ bi[j]) & m);
-        }
-        for oh in 0..g.out_h {
-            let (from, to) = (2 * oh * ow_len, oh * ow_len);
-            for c in (0..ow_len).step_by(POOL_LANES) {
-                ov[to + c..][..POOL_LANES].copy_from_slice(&dv[from + c..][..POOL_LANES]);
-                oi[to + c..][..POOL_LANES].copy_from_slice(&di[from + c..][..POOL_LANES]);
-            }
-        }
-        out_p.copy_from_slice(&ov[..p]);
-        arg_p.copy_from_slice(&oi[..p]);
+        pool_plane_2x2(g, x_p, out_p, arg_p, &mut scratch);
     }
+}
+
+/// The buffers of [`pool_plane_2x2`] for planes of one geometry: pair winners per input row,
+/// each row against the next, the plane's outputs (each with [`POOL_LANES`] of slack).
+pub(super) struct Pool2x2Scratch<T> {
+    hv: Vec<T>,
+    hi: Vec<u32>,
+    dv: Vec<T>,
+    di: Vec<u32>,
+    ov: Vec<T>,
+    oi: Vec<u32>,
+}
+
+impl<T: Float> Pool2x2Scratch<T> {
+    pub(super) fn new(g: &Pool2dGeometry) -> Self {
+        let pairs_len = 2 * g.out_h * pairs_per_row(g);
+        let p = g.out_h * g.out_w;
+        Pool2x2Scratch {
+            hv: vec![T::zero(); pairs_len],
+            hi: vec![0; pairs_len],
+            dv: vec![T::zero(); pairs_len + POOL_LANES],
+            di: vec![0; pairs_len + POOL_LANES],
+            ov: vec![T::zero(); p + POOL_LANES],
+            oi: vec![0; p + POOL_LANES],
+        }
+    }
+}
+
+/// Pair winners [`pool_plane_2x2`] keeps per input row: every pair of an even-width row (the
+/// rows then form one stream of pairs), the windows' pairs of an odd-width one.
+fn pairs_per_row(g: &Pool2dGeometry) -> usize {
+    if g.in_w.is_multiple_of(2) {
+        g.in_w / 2
+    } else {
+        g.out_w
+    }
+}
+
+/// One plane of [`maxpool_planes_2x2`]: `x_p` holds the plane's rows `g.in_w` apart (at least
+/// up to the last element a window reads), `out_p` and `arg_p` its outputs and their indices
+/// in `x_p`.
+#[inline(always)]
+pub(super) fn pool_plane_2x2<T: Float>(
+    g: &Pool2dGeometry,
+    x_p: &[T],
+    out_p: &mut [T],
+    arg_p: &mut [u32],
+    s: &mut Pool2x2Scratch<T>,
+) {
+    let (p, w, ow_len) = (g.out_h * g.out_w, g.in_w, g.out_w);
+    let rows = 2 * g.out_h;
+    // Pair winners per row in `hv`: the rows' windows start that far apart.
+    let stride = pairs_per_row(g);
+    let pairs_len = rows * stride;
+    let (hv, hi) = (&mut s.hv[..pairs_len], &mut s.hi[..pairs_len]);
+    if w.is_multiple_of(2) {
+        // Every pair of every row, in one stream (the pairs past a row's windows are computed
+        // and never read; the plane may end before the last row's extra ones).
+        pairs(&x_p[..(rows * w).min(x_p.len())], 0, hv, hi);
+    } else {
+        for r in 0..rows {
+            let span = r * ow_len..(r + 1) * ow_len;
+            pairs(
+                &x_p[r * w..][..2 * ow_len],
+                (r * w) as u32,
+                &mut hv[span.clone()],
+                &mut hi[span],
+            );
+        }
+    }
+    let n = pairs_len.saturating_sub(stride);
+    let (tv, ti) = (&hv[..n], &hi[..n]);
+    let (bv, bi) = (&hv[stride..][..n], &hi[stride..][..n]);
+    let (dv_n, di_n) = (&mut s.dv[..n], &mut s.di[..n]);
+    for j in 0..n {
+        let take = (bv[j] > tv[j]) | bv[j].is_nan();
+        dv_n[j] = if take { bv[j] } else { tv[j] };
+        // The index select as a mask (a `select` on it kept the loop scalar).
+        let m = (take as u32).wrapping_neg();
+        di_n[j] = ti[j] ^ ((ti[j] ^ bi[j]) & m);
+    }
+    let (dv, di, ov, oi) = (&s.dv, &s.di, &mut s.ov, &mut s.oi);
+    for oh in 0..g.out_h {
+        let (from, to) = (2 * oh * stride, oh * ow_len);
+        for c in (0..ow_len).step_by(POOL_LANES) {
+            ov[to + c..][..POOL_LANES].copy_from_slice(&dv[from + c..][..POOL_LANES]);
+            oi[to + c..][..POOL_LANES].copy_from_slice(&di[from + c..][..POOL_LANES]);
+        }
+    }
+    out_p.copy_from_slice(&ov[..p]);
+    arg_p.copy_from_slice(&oi[..p]);
 }
 
 /// Width of [`maxpool_planes_2x2`]'s fixed-size copies (one AVX-512 register of f32).
