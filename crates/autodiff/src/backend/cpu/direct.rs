@@ -207,8 +207,7 @@ enum Dy<'a, T> {
 impl<T: Float> Dy<'_, T> {
     /// The dY planes `first .. first + count` (over N·O), zero-padded: each `hp × wp` with the
     /// plane at row `top`, column `left`; `dyp` after them is zeroed. A pooled dY is scattered
-    /// to its windows' winners (each window's gradient added to 0, as the separate max pool's
-    /// input gradient).
+    /// to its windows' winners (the windows do not overlap).
     fn pad(
         &self,
         g: &Conv2dGeometry,
@@ -232,7 +231,9 @@ impl<T: Float> Dy<'_, T> {
                 for (k, (dy_k, arg_k)) in planes.enumerate() {
                     let plane = &mut dyp[k * hp * wp + at..];
                     for (&v, &a) in dy_k.iter().zip(arg_k) {
-                        plane[a as usize] += v;
+                        // Stored, not added to the zero: bit-identical downstream (the input
+                        // gradient's sums start from +0, so a −0 here adds the same as a +0).
+                        plane[a as usize] = v;
                     }
                 }
             }
@@ -491,57 +492,76 @@ fn fwd_group<T: Float>(
     let (n, c) = (plane / g.in_channels, plane % g.in_channels);
     let x_c = &x[(n * g.in_channels + c) * hw..][..hw];
     // The padded plane and one output plane on the padded width, in this thread's scratch.
-    with_scratch(hp * wp + flat, |buf: &mut [T]| {
+    with_scratch(hp * wp + 2 * flat, |buf: &mut [T]| {
         let (xp, y) = buf.split_at_mut(hp * wp);
         pad_into(x_c, g.in_h, g.in_w, g.pad[0], g.pad[1], wp, xp);
-        for k in 0..og {
-            let o = c * og + k;
-            let b = bias.map_or(T::zero(), |b| b[o]);
-            fwd_plane(xp, &w[o * kh * kw..][..kh * kw], b, kh, kw, wp, y);
-            emit(k, y, wp);
+        let (w_of, b_of) = (
+            |k: usize| &w[(c * og + k) * kh * kw..][..kh * kw],
+            |k: usize| bias.map_or(T::zero(), |b| b[c * og + k]),
+        );
+        // Output planes two at a time (each x load feeds both), the last one alone.
+        for k0 in (0..og).step_by(2) {
+            let k1 = (k0 + 1).min(og - 1);
+            fwd_planes2(xp, [w_of(k0), w_of(k1)], [b_of(k0), b_of(k1)], [kh, kw], wp, y);
+            emit(k0, &y[..flat], wp);
+            if k1 != k0 {
+                emit(k1, &y[flat..], wp);
+            }
         }
     });
 }
 
 multiversion! {
-    /// One output plane of [`fwd`] on the padded width.
-    fn fwd_plane = fwd_plane_impl(
+    /// Two output planes of [`fwd`] from the same padded input plane, on the padded width (`y`:
+    /// the two side by side), each summed as [`fwd_taps`] does.
+    fn fwd_planes2 = fwd_planes2_impl(
         xp: &[T],
-        w_o: &[T],
-        b: T,
-        kh: usize,
-        kw: usize,
+        w: [&[T]; 2],
+        b: [T; 2],
+        k: [usize; 2],
         wp: usize,
         y: &mut [T],
     )
 }
 
-/// Outputs a block of [`fwd_plane`] keeps in registers while it runs through the taps.
-const BLOCK: usize = 128;
-
 #[inline(always)]
-fn fwd_plane_impl<T: Float>(
+fn fwd_planes2_impl<T: Float>(
     xp: &[T],
-    w_o: &[T],
-    b: T,
-    kh: usize,
-    kw: usize,
+    w: [&[T]; 2],
+    b: [T; 2],
+    [kh, kw]: [usize; 2],
     wp: usize,
     y: &mut [T],
 ) {
-    // Per output: the bias, then the taps in (i, j) order — in registers for whole blocks
-    // (one load of x per tap and output, no load/store of y per tap), then the tail the same
-    // way. (Helpers, not closures: a closure is compiled without the target features.)
-    let blocks = y.len() / BLOCK;
-    for (k, y_b) in y.chunks_exact_mut(BLOCK).enumerate() {
-        let mut acc = [b; BLOCK];
-        fwd_taps(xp, w_o, kh, kw, wp, k * BLOCK, &mut acc);
-        y_b.copy_from_slice(&acc);
+    // Per output: the bias, then the taps in (i, j) order, a multiply then an add (no fused
+    // multiply-add, as `fwd_taps`) — in registers for whole blocks, then the tails.
+    let (y0, y1) = y.split_at_mut(y.len() / 2);
+    let blocks = y0.len() / BLOCK;
+    for k in 0..blocks {
+        let (mut a0, mut a1) = ([b[0]; BLOCK], [b[1]; BLOCK]);
+        for i in 0..kh {
+            for j in 0..kw {
+                let (w0, w1) = (w[0][i * kw + j], w[1][i * kw + j]);
+                let src = &xp[i * wp + j + k * BLOCK..][..BLOCK];
+                for l in 0..BLOCK {
+                    a0[l] += w0 * src[l];
+                    a1[l] += w1 * src[l];
+                }
+            }
+        }
+        y0[k * BLOCK..][..BLOCK].copy_from_slice(&a0);
+        y1[k * BLOCK..][..BLOCK].copy_from_slice(&a1);
     }
-    let tail = &mut y[blocks * BLOCK..];
-    tail.fill(b);
-    fwd_taps(xp, w_o, kh, kw, wp, blocks * BLOCK, tail);
+    let at = blocks * BLOCK;
+    for (y_o, w_o, b_o) in [(y0, w[0], b[0]), (y1, w[1], b[1])] {
+        let tail = &mut y_o[at..];
+        tail.fill(b_o);
+        fwd_taps(xp, w_o, kh, kw, wp, at, tail);
+    }
 }
+
+/// Outputs a block of [`fwd_planes2`] and the pair kernels keeps in registers while it runs through the taps.
+const BLOCK: usize = 128;
 
 /// `out += Σ_(i, j) w_o[i, j]·xp[i·wp + j + at ..]`, taps in (i, j) order.
 #[inline(always)]
