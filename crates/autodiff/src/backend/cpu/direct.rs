@@ -64,13 +64,13 @@ pub(super) fn applies_channels(g: &Conv2dGeometry) -> bool {
 }
 
 /// Flat outputs on a padded width `wp` of an `h × w` plane: the last one is (h − 1)·wp + w − 1;
-/// rounded up to whole blocks, so that every output runs in registers (the extra ones are
-/// computed from the zeroed slack after the planes and dropped).
+/// rounded up to whole [`TAIL`] blocks, so that every output runs in registers (the extra ones
+/// are computed from the zeroed slack after the planes and dropped).
 fn flat_blocks(h: usize, w: usize, wp: usize) -> usize {
     if h == 0 || w == 0 {
         0
     } else {
-        ((h - 1) * wp + w).div_ceil(BLOCK) * BLOCK
+        ((h - 1) * wp + w).div_ceil(TAIL) * TAIL
     }
 }
 
@@ -322,24 +322,47 @@ multiversion! {
 #[inline(always)]
 fn fwd_pair_impl<T: Float>(xp: &[T], t: &Taps, cg: usize, w: [&[T]; 2], b: [T; 2], y: &mut [T]) {
     let (y0, y1) = y.split_at_mut(y.len() / 2);
+    let full = y0.len() / BLOCK * BLOCK;
+    let ((y0, y0_tail), (y1, y1_tail)) = (y0.split_at_mut(full), y1.split_at_mut(full));
     for (k, (y0_b, y1_b)) in y0
         .chunks_exact_mut(BLOCK)
         .zip(y1.chunks_exact_mut(BLOCK))
         .enumerate()
     {
-        let (mut a0, mut a1) = ([b[0]; BLOCK], [b[1]; BLOCK]);
-        for c in 0..cg {
-            for i in 0..t.kh {
-                for j in 0..t.kw {
-                    let tap = (c * t.kh + i) * t.kw + j;
-                    let src = &xp[c * t.plane + i * t.wp + j + k * BLOCK..][..BLOCK];
-                    fma_pair(&mut a0, &mut a1, w[0][tap], w[1][tap], src);
-                }
+        fwd_pair_block::<T, BLOCK>(xp, t, cg, w, b, k * BLOCK, [y0_b, y1_b]);
+    }
+    for (k, (y0_b, y1_b)) in y0_tail
+        .chunks_exact_mut(TAIL)
+        .zip(y1_tail.chunks_exact_mut(TAIL))
+        .enumerate()
+    {
+        fwd_pair_block::<T, TAIL>(xp, t, cg, w, b, full + k * TAIL, [y0_b, y1_b]);
+    }
+}
+
+/// `B` outputs of both planes of [`fwd_pair`] from output `at` on, in registers.
+#[inline(always)]
+fn fwd_pair_block<T: Float, const B: usize>(
+    xp: &[T],
+    t: &Taps,
+    cg: usize,
+    w: [&[T]; 2],
+    b: [T; 2],
+    at: usize,
+    [y0_b, y1_b]: [&mut [T]; 2],
+) {
+    let (mut a0, mut a1) = ([b[0]; B], [b[1]; B]);
+    for c in 0..cg {
+        for i in 0..t.kh {
+            for j in 0..t.kw {
+                let tap = (c * t.kh + i) * t.kw + j;
+                let src = &xp[c * t.plane + i * t.wp + j + at..][..B];
+                fma_pair(&mut a0, &mut a1, w[0][tap], w[1][tap], src);
             }
         }
-        y0_b.copy_from_slice(&a0);
-        y1_b.copy_from_slice(&a1);
     }
+    y0_b.copy_from_slice(&a0);
+    y1_b.copy_from_slice(&a1);
 }
 
 multiversion! {
@@ -351,31 +374,53 @@ multiversion! {
 #[inline(always)]
 fn bwd_pair_impl<T: Float>(dyp: &[T], t: &Taps, w: [&[T]; 2], og: usize, acc: &mut [T]) {
     let (y0, y1) = acc.split_at_mut(acc.len() / 2);
+    let full = y0.len() / BLOCK * BLOCK;
+    let ((y0, y0_tail), (y1, y1_tail)) = (y0.split_at_mut(full), y1.split_at_mut(full));
     for (k, (y0_b, y1_b)) in y0
         .chunks_exact_mut(BLOCK)
         .zip(y1.chunks_exact_mut(BLOCK))
         .enumerate()
     {
-        let (mut a0, mut a1) = ([T::zero(); BLOCK], [T::zero(); BLOCK]);
-        for o in 0..og {
-            for i in (0..t.kh).rev() {
-                for j in 0..t.kw {
-                    let tap = (o * t.kh + i) * t.kw + j;
-                    let at = o * t.plane + (t.kh - 1 - i) * t.wp + (t.kw - 1 - j) + k * BLOCK;
-                    fma_pair(&mut a0, &mut a1, w[0][tap], w[1][tap], &dyp[at..][..BLOCK]);
-                }
+        bwd_pair_block::<T, BLOCK>(dyp, t, w, og, k * BLOCK, [y0_b, y1_b]);
+    }
+    for (k, (y0_b, y1_b)) in y0_tail
+        .chunks_exact_mut(TAIL)
+        .zip(y1_tail.chunks_exact_mut(TAIL))
+        .enumerate()
+    {
+        bwd_pair_block::<T, TAIL>(dyp, t, w, og, full + k * TAIL, [y0_b, y1_b]);
+    }
+}
+
+/// `B` elements of both planes of [`bwd_pair`] from element `at` on, in registers.
+#[inline(always)]
+fn bwd_pair_block<T: Float, const B: usize>(
+    dyp: &[T],
+    t: &Taps,
+    w: [&[T]; 2],
+    og: usize,
+    at: usize,
+    [y0_b, y1_b]: [&mut [T]; 2],
+) {
+    let (mut a0, mut a1) = ([T::zero(); B], [T::zero(); B]);
+    for o in 0..og {
+        for i in (0..t.kh).rev() {
+            for j in 0..t.kw {
+                let tap = (o * t.kh + i) * t.kw + j;
+                let from = o * t.plane + (t.kh - 1 - i) * t.wp + (t.kw - 1 - j) + at;
+                fma_pair(&mut a0, &mut a1, w[0][tap], w[1][tap], &dyp[from..][..B]);
             }
         }
-        y0_b.copy_from_slice(&a0);
-        y1_b.copy_from_slice(&a1);
     }
+    y0_b.copy_from_slice(&a0);
+    y1_b.copy_from_slice(&a1);
 }
 
 /// a0 += w0·src, a1 += w1·src, fused multiply-adds.
 #[inline(always)]
-fn fma_pair<T: Float>(a0: &mut [T; BLOCK], a1: &mut [T; BLOCK], w0: T, w1: T, src: &[T]) {
-    let src = &src[..BLOCK];
-    for k in 0..BLOCK {
+fn fma_pair<T: Float, const B: usize>(a0: &mut [T; B], a1: &mut [T; B], w0: T, w1: T, src: &[T]) {
+    let src = &src[..B];
+    for k in 0..B {
         a0[k] = w0.mul_add(src[k], a0[k]);
         a1[k] = w1.mul_add(src[k], a1[k]);
     }
@@ -483,18 +528,14 @@ fn fwd_group<T: Float>(
     // Start padding before the input, end padding after it (it only shapes the output).
     let (hp, wp) = (g.out_h + kh - 1, g.out_w + kw - 1);
     let hw = g.in_h * g.in_w;
-    // Flat outputs on the padded width: the last one read is (out_h − 1)·Wp + out_w − 1.
-    let flat = if g.out_h * g.out_w == 0 {
-        0
-    } else {
-        (g.out_h - 1) * wp + g.out_w
-    };
+    let flat = flat_blocks(g.out_h, g.out_w, wp);
     let (n, c) = (plane / g.in_channels, plane % g.in_channels);
     let x_c = &x[(n * g.in_channels + c) * hw..][..hw];
-    // The padded plane and one output plane on the padded width, in this thread's scratch.
-    with_scratch(hp * wp + 2 * flat, |buf: &mut [T]| {
-        let (xp, y) = buf.split_at_mut(hp * wp);
-        pad_into(x_c, g.in_h, g.in_w, g.pad[0], g.pad[1], wp, xp);
+    // The padded plane, the zeros the last block reads past it, two output planes on the
+    // padded width, in this thread's scratch.
+    with_scratch(hp * wp + TAIL + 2 * flat, |buf: &mut [T]| {
+        let (xp, y) = buf.split_at_mut(hp * wp + TAIL);
+        pad_planes(x_c, [g.in_h, g.in_w], [g.pad[0], g.pad[1]], [hp, wp], xp);
         let (w_of, b_of) = (
             |k: usize| &w[(c * og + k) * kh * kw..][..kh * kw],
             |k: usize| bias.map_or(T::zero(), |b| b[c * og + k]),
@@ -502,7 +543,14 @@ fn fwd_group<T: Float>(
         // Output planes two at a time (each x load feeds both), the last one alone.
         for k0 in (0..og).step_by(2) {
             let k1 = (k0 + 1).min(og - 1);
-            fwd_planes2(xp, [w_of(k0), w_of(k1)], [b_of(k0), b_of(k1)], [kh, kw], wp, y);
+            fwd_planes2(
+                xp,
+                [w_of(k0), w_of(k1)],
+                [b_of(k0), b_of(k1)],
+                [kh, kw],
+                wp,
+                y,
+            );
             emit(k0, &y[..flat], wp);
             if k1 != k0 {
                 emit(k1, &y[flat..], wp);
@@ -529,62 +577,65 @@ fn fwd_planes2_impl<T: Float>(
     xp: &[T],
     w: [&[T]; 2],
     b: [T; 2],
-    [kh, kw]: [usize; 2],
+    k: [usize; 2],
     wp: usize,
     y: &mut [T],
 ) {
-    // Per output: the bias, then the taps in (i, j) order, a multiply then an add (no fused
-    // multiply-add, as `fwd_taps`) — in registers for whole blocks, then the tails.
+    // Whole blocks in registers, then whole tail blocks (the planes are whole tail blocks long).
     let (y0, y1) = y.split_at_mut(y.len() / 2);
-    let blocks = y0.len() / BLOCK;
-    for k in 0..blocks {
-        let (mut a0, mut a1) = ([b[0]; BLOCK], [b[1]; BLOCK]);
-        for i in 0..kh {
-            for j in 0..kw {
-                let (w0, w1) = (w[0][i * kw + j], w[1][i * kw + j]);
-                let src = &xp[i * wp + j + k * BLOCK..][..BLOCK];
-                for l in 0..BLOCK {
-                    a0[l] += w0 * src[l];
-                    a1[l] += w1 * src[l];
-                }
+    let full = y0.len() / BLOCK * BLOCK;
+    let ((y0, y0_tail), (y1, y1_tail)) = (y0.split_at_mut(full), y1.split_at_mut(full));
+    for (n, (y0_b, y1_b)) in y0
+        .chunks_exact_mut(BLOCK)
+        .zip(y1.chunks_exact_mut(BLOCK))
+        .enumerate()
+    {
+        fwd_planes2_block::<T, BLOCK>(xp, w, b, k, wp, n * BLOCK, [y0_b, y1_b]);
+    }
+    for (n, (y0_b, y1_b)) in y0_tail
+        .chunks_exact_mut(TAIL)
+        .zip(y1_tail.chunks_exact_mut(TAIL))
+        .enumerate()
+    {
+        fwd_planes2_block::<T, TAIL>(xp, w, b, k, wp, full + n * TAIL, [y0_b, y1_b]);
+    }
+}
+
+/// `B` outputs of both planes of [`fwd_planes2`] from output `at` on, in registers: per
+/// output the bias, then the taps in (i, j) order, a multiply then an add (no fused
+/// multiply-add: the bits of the row-by-row loop).
+#[inline(always)]
+fn fwd_planes2_block<T: Float, const B: usize>(
+    xp: &[T],
+    w: [&[T]; 2],
+    b: [T; 2],
+    [kh, kw]: [usize; 2],
+    wp: usize,
+    at: usize,
+    [y0_b, y1_b]: [&mut [T]; 2],
+) {
+    let (mut a0, mut a1) = ([b[0]; B], [b[1]; B]);
+    for i in 0..kh {
+        for j in 0..kw {
+            let (w0, w1) = (w[0][i * kw + j], w[1][i * kw + j]);
+            let src = &xp[i * wp + j + at..][..B];
+            for l in 0..B {
+                a0[l] += w0 * src[l];
+                a1[l] += w1 * src[l];
             }
         }
-        y0[k * BLOCK..][..BLOCK].copy_from_slice(&a0);
-        y1[k * BLOCK..][..BLOCK].copy_from_slice(&a1);
     }
-    let at = blocks * BLOCK;
-    for (y_o, w_o, b_o) in [(y0, w[0], b[0]), (y1, w[1], b[1])] {
-        let tail = &mut y_o[at..];
-        tail.fill(b_o);
-        fwd_taps(xp, w_o, kh, kw, wp, at, tail);
-    }
+    y0_b.copy_from_slice(&a0);
+    y1_b.copy_from_slice(&a1);
 }
 
 /// Outputs a block of [`fwd_planes2`] and the pair kernels keeps in registers while it runs through the taps.
 const BLOCK: usize = 128;
 
-/// `out += Σ_(i, j) w_o[i, j]·xp[i·wp + j + at ..]`, taps in (i, j) order.
-#[inline(always)]
-fn fwd_taps<T: Float>(
-    xp: &[T],
-    w_o: &[T],
-    kh: usize,
-    kw: usize,
-    wp: usize,
-    at: usize,
-    out: &mut [T],
-) {
-    let len = out.len();
-    for i in 0..kh {
-        for j in 0..kw {
-            let wv = w_o[i * kw + j];
-            let src = &xp[i * wp + j + at..][..len];
-            for (a, &xv) in out.iter_mut().zip(src) {
-                *a += wv * xv;
-            }
-        }
-    }
-}
+/// Outputs of the pair kernels' blocks after the last whole [`BLOCK`] (a plane's flat length
+/// is rounded up to these, not to a whole `BLOCK`: `tiny`'s 14 × 14 planes on their padded
+/// width 16 are 222 outputs, 224 computed instead of 256).
+const TAIL: usize = 32;
 
 /// Input gradient: `dx[n, c] = Σ_(o in c's group) Σ_(i, j) w[o, 0, i, j]·dy[n, o]` at the
 /// transposed offsets, over `dy` padded by `kh − 1 − ph` rows above and `kw − 1 − pw` columns
@@ -611,17 +662,13 @@ fn bwd_input_from<T: Float>(g: &Conv2dGeometry, dy: Dy<T>, w: &[T], dx: &mut [T]
     let (hp, wp) = (g.in_h + kh - 1, g.in_w + kw - 1);
     let (top, left) = (kh - 1 - g.pad[0], kw - 1 - g.pad[1]);
     let hw = g.in_h * g.in_w;
-    let flat = if hw == 0 {
-        0
-    } else {
-        (g.in_h - 1) * wp + g.in_w
-    };
+    let flat = flat_blocks(g.in_h, g.in_w, wp);
     for_each_chunk(dx, hw.max(1), |plane, dx_c| {
         let (n, c) = (plane / g.in_channels, plane % g.in_channels);
-        // The group's padded dY planes and the accumulated input plane, in this thread's
-        // scratch.
-        with_scratch(og * hp * wp + flat, |buf: &mut [T]| {
-            let (dyp, acc) = buf.split_at_mut(og * hp * wp);
+        // The group's padded dY planes, the zeros the last block reads past them, and the
+        // accumulated input plane, in this thread's scratch.
+        with_scratch(og * hp * wp + TAIL + flat, |buf: &mut [T]| {
+            let (dyp, acc) = buf.split_at_mut(og * hp * wp + TAIL);
             dy.pad(
                 g,
                 [n * g.out_channels + c * og, og],
@@ -630,22 +677,22 @@ fn bwd_input_from<T: Float>(g: &Conv2dGeometry, dy: Dy<T>, w: &[T], dx: &mut [T]
                 dyp,
             );
             let w_c = &w[c * og * kh * kw..][..og * kh * kw];
-            bwd_plane(dyp, w_c, og, kh, kw, wp, acc);
+            bwd_plane(dyp, w_c, og, [hp, wp], [kh, kw], acc);
             unpad_rows(acc, wp, g.in_w, dx_c);
         });
     });
 }
 
 multiversion! {
-    /// An input plane of [`bwd_input`] from its group's `og` padded dY planes (`dyp`, each
-    /// `hp·wp` long) and their kernels (`w_c`).
+    /// An input plane of [`bwd_input`] on the padded width (`acc`, whole tail blocks) from its
+    /// group's `og` padded dY planes (`dyp`, each `hp × wp`, zeros after them) and their
+    /// kernels (`w_c`).
     fn bwd_plane = bwd_plane_impl(
         dyp: &[T],
         w_c: &[T],
         og: usize,
-        kh: usize,
-        kw: usize,
-        wp: usize,
+        padded: [usize; 2],
+        k: [usize; 2],
         acc: &mut [T],
     )
 }
@@ -655,52 +702,48 @@ fn bwd_plane_impl<T: Float>(
     dyp: &[T],
     w_c: &[T],
     og: usize,
-    kh: usize,
-    kw: usize,
-    wp: usize,
+    padded: [usize; 2],
+    k: [usize; 2],
     acc: &mut [T],
 ) {
-    // Per element: from 0, output channels in order, for each the taps with i descending and
-    // j ascending — in registers for whole blocks, then the tail the same way.
-    let blocks = acc.len() / BLOCK;
-    for (k, acc_b) in acc.chunks_exact_mut(BLOCK).enumerate() {
-        let mut a = [T::zero(); BLOCK];
-        bwd_taps(dyp, w_c, og, kh, kw, wp, k * BLOCK, &mut a);
-        acc_b.copy_from_slice(&a);
+    // Whole blocks in registers, then whole tail blocks.
+    let full = acc.len() / BLOCK * BLOCK;
+    let (acc, tail) = acc.split_at_mut(full);
+    for (n, acc_b) in acc.chunks_exact_mut(BLOCK).enumerate() {
+        bwd_plane_block::<T, BLOCK>(dyp, w_c, og, padded, k, n * BLOCK, acc_b);
     }
-    let tail = &mut acc[blocks * BLOCK..];
-    tail.fill(T::zero());
-    bwd_taps(dyp, w_c, og, kh, kw, wp, blocks * BLOCK, tail);
+    for (n, acc_b) in tail.chunks_exact_mut(TAIL).enumerate() {
+        bwd_plane_block::<T, TAIL>(dyp, w_c, og, padded, k, full + n * TAIL, acc_b);
+    }
 }
 
-/// `out += Σ_o Σ_(i, j) w_c[o, i, j]·dyp[o][(kh − 1 − i)·wp + kw − 1 − j + at ..]`: output
-/// channels in order, for each the taps with i descending and j ascending.
+/// `B` elements of [`bwd_plane`] from element `at` on, in registers: per element from 0,
+/// `Σ_o Σ_(i, j) w_c[o, i, j]·dyp[o][(kh − 1 − i)·wp + kw − 1 − j + at]`, output channels in
+/// order, for each the taps with i descending and j ascending, a multiply then an add.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn bwd_taps<T: Float>(
+fn bwd_plane_block<T: Float, const B: usize>(
     dyp: &[T],
     w_c: &[T],
     og: usize,
-    kh: usize,
-    kw: usize,
-    wp: usize,
+    [hp, wp]: [usize; 2],
+    [kh, kw]: [usize; 2],
     at: usize,
     out: &mut [T],
 ) {
-    let plane = dyp.len() / og.max(1);
-    let len = out.len();
+    let mut a = [T::zero(); B];
     for o in 0..og {
         let w_o = &w_c[o * kh * kw..][..kh * kw];
         for i in (0..kh).rev() {
             for j in 0..kw {
                 let wv = w_o[i * kw + j];
-                let src = &dyp[o * plane + (kh - 1 - i) * wp + (kw - 1 - j) + at..][..len];
-                for (a, &v) in out.iter_mut().zip(src) {
-                    *a += wv * v;
+                let src = &dyp[o * hp * wp + (kh - 1 - i) * wp + (kw - 1 - j) + at..][..B];
+                for l in 0..B {
+                    a[l] += wv * src[l];
                 }
             }
         }
     }
+    out.copy_from_slice(&a);
 }
 
 #[cfg(test)]
