@@ -6,7 +6,7 @@
 //! row); the border windows, and average pool, scan each window directly.
 
 use super::conv::valid_range;
-use super::simd::multiversion;
+use super::simd::{copy_short, multiversion};
 use crate::element::Float;
 use crate::ops::geometry::Pool2dGeometry;
 use rayon::prelude::*;
@@ -97,9 +97,8 @@ multiversion! {
 ///    as one stream when the rows have an even width);
 /// 2. rows: every row of pair winners against the next one, as one stream — twice the
 ///    comparisons needed, the odd rows' results are dropped;
-/// 3. the even rows' results are gathered into the plane's outputs with fixed-size copies of
-///    [`POOL_LANES`] (a row's last copy may spill into the next row's place, which that row then
-///    overwrites; the buffers have the slack), and the plane is copied out in one piece.
+/// 3. the even rows' results are copied into the plane's output rows (short fixed-size
+///    moves, no `memcpy` calls).
 ///
 /// Values and argmax match [`max_window`] bit for bit.
 #[inline(always)]
@@ -112,27 +111,22 @@ fn maxpool_planes_2x2_impl<T: Float>(g: &Pool2dGeometry, x: &[T], out: &mut [T],
 }
 
 /// The buffers of [`pool_plane_2x2`] for planes of one geometry: pair winners per input row,
-/// each row against the next, the plane's outputs (each with [`POOL_LANES`] of slack).
+/// each row against the next.
 pub(super) struct Pool2x2Scratch<T> {
     hv: Vec<T>,
     hi: Vec<u32>,
     dv: Vec<T>,
     di: Vec<u32>,
-    ov: Vec<T>,
-    oi: Vec<u32>,
 }
 
 impl<T: Float> Pool2x2Scratch<T> {
     pub(super) fn new(g: &Pool2dGeometry) -> Self {
         let pairs_len = 2 * g.out_h * pairs_per_row(g);
-        let p = g.out_h * g.out_w;
         Pool2x2Scratch {
             hv: vec![T::zero(); pairs_len],
             hi: vec![0; pairs_len],
-            dv: vec![T::zero(); pairs_len + POOL_LANES],
-            di: vec![0; pairs_len + POOL_LANES],
-            ov: vec![T::zero(); p + POOL_LANES],
-            oi: vec![0; p + POOL_LANES],
+            dv: vec![T::zero(); pairs_len],
+            di: vec![0; pairs_len],
         }
     }
 }
@@ -158,7 +152,7 @@ pub(super) fn pool_plane_2x2<T: Float>(
     arg_p: &mut [u32],
     s: &mut Pool2x2Scratch<T>,
 ) {
-    let (p, w, ow_len) = (g.out_h * g.out_w, g.in_w, g.out_w);
+    let (w, ow_len) = (g.in_w, g.out_w);
     let rows = 2 * g.out_h;
     // Pair winners per row in `hv`: the rows' windows start that far apart.
     let stride = pairs_per_row(g);
@@ -190,20 +184,13 @@ pub(super) fn pool_plane_2x2<T: Float>(
         let m = (take as u32).wrapping_neg();
         di_n[j] = ti[j] ^ ((ti[j] ^ bi[j]) & m);
     }
-    let (dv, di, ov, oi) = (&s.dv, &s.di, &mut s.ov, &mut s.oi);
-    for oh in 0..g.out_h {
-        let (from, to) = (2 * oh * stride, oh * ow_len);
-        for c in (0..ow_len).step_by(POOL_LANES) {
-            ov[to + c..][..POOL_LANES].copy_from_slice(&dv[from + c..][..POOL_LANES]);
-            oi[to + c..][..POOL_LANES].copy_from_slice(&di[from + c..][..POOL_LANES]);
-        }
+    let rows = out_p.chunks_exact_mut(ow_len.max(1)).zip(arg_p.chunks_exact_mut(ow_len.max(1)));
+    for (oh, (out_row, arg_row)) in rows.enumerate() {
+        let from = 2 * oh * stride;
+        copy_short(out_row, &s.dv[from..][..ow_len]);
+        copy_short(arg_row, &s.di[from..][..ow_len]);
     }
-    out_p.copy_from_slice(&ov[..p]);
-    arg_p.copy_from_slice(&oi[..p]);
 }
-
-/// Width of [`maxpool_planes_2x2`]'s fixed-size copies (one AVX-512 register of f32).
-const POOL_LANES: usize = 16;
 
 /// `v[k], i[k]` = the winner of the pair `(x[2k], x[2k + 1])` by the scalar rule and its
 /// index, `first + 2k` or `first + 2k + 1`.
