@@ -30,24 +30,30 @@ pub fn noisy_copies_fwd<T: Float>(
     if e == 0 {
         return;
     }
-    out.par_chunks_mut(e).enumerate().for_each(|(i, copy)| {
-        let index = first + i;
-        match noise {
-            NoiseSource::Philox { seed } => {
-                let mut draws = vec![0.0f32; e];
-                rng::fill_normal(*seed, index as u32, 0, &mut draws);
-                for ((o, &xv), &z) in copy.iter_mut().zip(x).zip(&draws) {
-                    *o = xv + sigma * T::from_f64(z as f64);
+    // One draws buffer per rayon job, not per copy.
+    let draws = || match noise {
+        NoiseSource::Philox { .. } => vec![0.0f32; e],
+        NoiseSource::Given(_) => Vec::new(),
+    };
+    out.par_chunks_mut(e)
+        .enumerate()
+        .for_each_init(draws, |draws, (i, copy)| {
+            let index = first + i;
+            match noise {
+                NoiseSource::Philox { seed } => {
+                    rng::fill_normal(*seed, index as u32, 0, draws);
+                    for ((o, &xv), &z) in copy.iter_mut().zip(x).zip(draws.iter()) {
+                        *o = xv + sigma * T::from_f64(z as f64);
+                    }
+                }
+                NoiseSource::Given(t) => {
+                    let z = &t.as_slice()[index * e..(index + 1) * e];
+                    for ((o, &xv), &zv) in copy.iter_mut().zip(x).zip(z) {
+                        *o = xv + sigma * zv;
+                    }
                 }
             }
-            NoiseSource::Given(t) => {
-                let z = &t.as_slice()[index * e..(index + 1) * e];
-                for ((o, &xv), &zv) in copy.iter_mut().zip(x).zip(z) {
-                    *o = xv + sigma * zv;
-                }
-            }
-        }
-    });
+        });
 }
 
 /// Adds `Σᵢ g[i, e]` to `sum` and `Σᵢ g[i, e]²` to `sumsq` over the copies in `g`.

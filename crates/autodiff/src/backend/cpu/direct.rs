@@ -105,12 +105,19 @@ pub(super) fn fwd_channels_pooled<T: Float>(
     let pool = padded_pool(g, pg);
     let pp = pool.out_h * pool.out_w;
     let per_sample = g.out_channels * pp;
-    for_each_chunk_pair(pooled, per_sample, argmax, per_sample, |n, out_n, arg_n| {
+    let per_task = per_sample * tasks_of(g.batch);
+    for_each_chunk_pair(pooled, per_task, argmax, per_task, |t, out_t, arg_t| {
         let mut scratch = Pool2x2Scratch::new(&pool);
-        fwd_sample(g, n, x, w, bias, |o, y, _| {
-            let (out_o, arg_o) = (&mut out_n[o * pp..][..pp], &mut arg_n[o * pp..][..pp]);
-            pool_padded(&pool, y, out_o, arg_o, &mut scratch);
-        });
+        let samples = out_t
+            .chunks_mut(per_sample)
+            .zip(arg_t.chunks_mut(per_sample));
+        for (k, (out_n, arg_n)) in samples.enumerate() {
+            let n = t * per_task / per_sample + k;
+            fwd_sample(g, n, x, w, bias, |o, y, _| {
+                let (out_o, arg_o) = (&mut out_n[o * pp..][..pp], &mut arg_n[o * pp..][..pp]);
+                pool_padded(&pool, y, out_o, arg_o, &mut scratch);
+            });
+        }
     });
 }
 
@@ -504,13 +511,25 @@ pub(super) fn fwd_pooled<T: Float>(
     let og = g.out_channels / g.groups;
     let pool = padded_pool(g, pg);
     let pp = pool.out_h * pool.out_w;
-    for_each_chunk_pair(pooled, og * pp, argmax, og * pp, |plane, out_c, arg_c| {
+    let per_plane = og * pp;
+    let per_task = per_plane * tasks_of(g.batch * g.in_channels);
+    for_each_chunk_pair(pooled, per_task, argmax, per_task, |t, out_t, arg_t| {
         let mut scratch = Pool2x2Scratch::new(&pool);
-        fwd_group(g, plane, x, w, bias, |k, y, _| {
-            let (out_k, arg_k) = (&mut out_c[k * pp..][..pp], &mut arg_c[k * pp..][..pp]);
-            pool_padded(&pool, y, out_k, arg_k, &mut scratch);
-        });
+        let planes = out_t.chunks_mut(per_plane).zip(arg_t.chunks_mut(per_plane));
+        for (k, (out_c, arg_c)) in planes.enumerate() {
+            let plane = t * per_task / per_plane + k;
+            fwd_group(g, plane, x, w, bias, |k, y, _| {
+                let (out_k, arg_k) = (&mut out_c[k * pp..][..pp], &mut arg_c[k * pp..][..pp]);
+                pool_padded(&pool, y, out_k, arg_k, &mut scratch);
+            });
+        }
     });
+}
+
+/// Items (input planes, samples) per task of the fused kernels: a few tasks per thread, so that
+/// their pool scratch is made once per task, not per item.
+fn tasks_of(items: usize) -> usize {
+    items.div_ceil(4 * crate::parallel::threads()).max(1)
 }
 
 /// The output planes of [`fwd`] made from input plane `plane` (n·C + c), each handed to

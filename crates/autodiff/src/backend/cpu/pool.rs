@@ -184,7 +184,9 @@ pub(super) fn pool_plane_2x2<T: Float>(
         let m = (take as u32).wrapping_neg();
         di_n[j] = ti[j] ^ ((ti[j] ^ bi[j]) & m);
     }
-    let rows = out_p.chunks_exact_mut(ow_len.max(1)).zip(arg_p.chunks_exact_mut(ow_len.max(1)));
+    let rows = out_p
+        .chunks_exact_mut(ow_len.max(1))
+        .zip(arg_p.chunks_exact_mut(ow_len.max(1)));
     for (oh, (out_row, arg_row)) in rows.enumerate() {
         let from = 2 * oh * stride;
         copy_short(out_row, &s.dv[from..][..ow_len]);
