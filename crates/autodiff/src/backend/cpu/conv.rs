@@ -159,26 +159,11 @@ pub fn conv2d_max_pool2d_fwd<T: Float>(
     pooled: &mut [T],
     argmax: &mut [u32],
 ) {
-    assert!(
-        conv2d_max_pool2d_fuses::<T>(g, pg),
-        "conv2d_max_pool2d_fwd: {g:?} {pg:?}"
-    );
-    let d = Dims::new(g);
-    let y_dims = [pg.batch, pg.channels, pg.out_h, pg.out_w];
-    assert_eq!(
-        x.len(),
-        g.batch * d.x_per,
-        "conv2d_max_pool2d_fwd: input length"
-    );
-    assert_eq!(
-        w.len(),
-        g.out_channels * d.k,
-        "conv2d_max_pool2d_fwd: weight length"
-    );
-    assert_eq!(
-        pooled.len(),
-        y_dims.iter().product(),
-        "conv2d_max_pool2d_fwd: pooled"
+    let d = check_fused::<T>(
+        "conv2d_max_pool2d_fwd",
+        g,
+        pg,
+        [x.len(), w.len(), pooled.len()],
     );
     assert_eq!(argmax.len(), pooled.len(), "conv2d_max_pool2d_fwd: argmax");
     if let Some(b) = bias {
@@ -212,24 +197,17 @@ pub fn conv2d_max_pool2d_bwd_input<T: Float>(
     w: &[T],
     dx: &mut [T],
 ) {
-    assert!(
-        conv2d_max_pool2d_fuses::<T>(g, pg),
-        "conv2d_max_pool2d_bwd_input: {g:?} {pg:?}"
-    );
-    let d = Dims::new(g);
-    assert_eq!(
-        dx.len(),
-        g.batch * d.x_per,
-        "conv2d_max_pool2d_bwd_input: dx length"
+    let d = check_fused::<T>(
+        "conv2d_max_pool2d_bwd_input",
+        g,
+        pg,
+        [dx.len(), w.len(), dy.len()],
     );
     assert_eq!(
-        w.len(),
-        g.out_channels * d.k,
-        "conv2d_max_pool2d_bwd_input: weight length"
+        argmax.len(),
+        dy.len(),
+        "conv2d_max_pool2d_bwd_input: argmax"
     );
-    let pooled: usize = [pg.batch, pg.channels, pg.out_h, pg.out_w].iter().product();
-    assert_eq!(dy.len(), pooled, "conv2d_max_pool2d_bwd_input: dy");
-    assert_eq!(argmax.len(), pooled, "conv2d_max_pool2d_bwd_input: argmax");
     if dx.is_empty() {
         return;
     }
@@ -238,6 +216,23 @@ pub fn conv2d_max_pool2d_bwd_input<T: Float>(
     } else {
         super::direct::bwd_input_channels_pooled(g, dy, argmax, w, dx);
     }
+}
+
+/// Checks that `g` and `pg` fuse and the lengths of the input (or its gradient), the weights
+/// and the pooled output (or its gradient) against them.
+fn check_fused<T: Float>(
+    op: &str,
+    g: &Conv2dGeometry,
+    pg: &Pool2dGeometry,
+    [x, w, pooled]: [usize; 3],
+) -> Dims {
+    assert!(conv2d_max_pool2d_fuses::<T>(g, pg), "{op}: {g:?} {pg:?}");
+    let d = Dims::new(g);
+    assert_eq!(x, g.batch * d.x_per, "{op}: input length");
+    assert_eq!(w, g.out_channels * d.k, "{op}: weight length");
+    let out: usize = [pg.batch, pg.channels, pg.out_h, pg.out_w].iter().product();
+    assert_eq!(pooled, out, "{op}: pooled length");
+    d
 }
 
 /// dw[O,C/g,kh,kw] = gradient w.r.t. the weight, given dy and x. `dw` is overwritten.

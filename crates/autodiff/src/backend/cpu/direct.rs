@@ -102,19 +102,34 @@ pub(super) fn fwd_channels_pooled<T: Float>(
     pooled: &mut [T],
     argmax: &mut [u32],
 ) {
+    pool_items(g, pg, g.out_channels, pooled, argmax, |n, emit| {
+        fwd_sample(g, n, x, w, bias, emit);
+    });
+}
+
+/// Runs `item(i, emit)` for every item (input plane or sample) of a fused forward, a few tasks
+/// per thread: each of the `planes` output planes item i emits (`emit(k, y, wp)`, on the padded
+/// width) is pooled into its place in `pooled` and `argmax`.
+fn pool_items<T: Float>(
+    g: &Conv2dGeometry,
+    pg: &Pool2dGeometry,
+    planes: usize,
+    pooled: &mut [T],
+    argmax: &mut [u32],
+    item: impl Fn(usize, &mut dyn FnMut(usize, &[T], usize)) + Sync,
+) {
     let pool = padded_pool(g, pg);
     let pp = pool.out_h * pool.out_w;
-    let per_sample = g.out_channels * pp;
-    let per_task = per_sample * tasks_of(g.batch);
+    let per_item = (planes * pp).max(1);
+    let items = pooled.len() / per_item;
+    // A few tasks per thread, so that the pool scratch is made once per task, not per item.
+    let per_task = per_item * items.div_ceil(4 * crate::parallel::threads()).max(1);
     for_each_chunk_pair(pooled, per_task, argmax, per_task, |t, out_t, arg_t| {
         let mut scratch = Pool2x2Scratch::new(&pool);
-        let samples = out_t
-            .chunks_mut(per_sample)
-            .zip(arg_t.chunks_mut(per_sample));
-        for (k, (out_n, arg_n)) in samples.enumerate() {
-            let n = t * per_task / per_sample + k;
-            fwd_sample(g, n, x, w, bias, |o, y, _| {
-                let (out_o, arg_o) = (&mut out_n[o * pp..][..pp], &mut arg_n[o * pp..][..pp]);
+        let in_task = out_t.chunks_mut(per_item).zip(arg_t.chunks_mut(per_item));
+        for (k, (out_i, arg_i)) in in_task.enumerate() {
+            item(t * per_task / per_item + k, &mut |o, y, _| {
+                let (out_o, arg_o) = (&mut out_i[o * pp..][..pp], &mut arg_i[o * pp..][..pp]);
                 pool_padded(&pool, y, out_o, arg_o, &mut scratch);
             });
         }
@@ -508,28 +523,16 @@ pub(super) fn fwd_pooled<T: Float>(
     pooled: &mut [T],
     argmax: &mut [u32],
 ) {
-    let og = g.out_channels / g.groups;
-    let pool = padded_pool(g, pg);
-    let pp = pool.out_h * pool.out_w;
-    let per_plane = og * pp;
-    let per_task = per_plane * tasks_of(g.batch * g.in_channels);
-    for_each_chunk_pair(pooled, per_task, argmax, per_task, |t, out_t, arg_t| {
-        let mut scratch = Pool2x2Scratch::new(&pool);
-        let planes = out_t.chunks_mut(per_plane).zip(arg_t.chunks_mut(per_plane));
-        for (k, (out_c, arg_c)) in planes.enumerate() {
-            let plane = t * per_task / per_plane + k;
-            fwd_group(g, plane, x, w, bias, |k, y, _| {
-                let (out_k, arg_k) = (&mut out_c[k * pp..][..pp], &mut arg_c[k * pp..][..pp]);
-                pool_padded(&pool, y, out_k, arg_k, &mut scratch);
-            });
-        }
-    });
-}
-
-/// Items (input planes, samples) per task of the fused kernels: a few tasks per thread, so that
-/// their pool scratch is made once per task, not per item.
-fn tasks_of(items: usize) -> usize {
-    items.div_ceil(4 * crate::parallel::threads()).max(1)
+    pool_items(
+        g,
+        pg,
+        g.out_channels / g.groups,
+        pooled,
+        argmax,
+        |plane, emit| {
+            fwd_group(g, plane, x, w, bias, emit);
+        },
+    );
 }
 
 /// The output planes of [`fwd`] made from input plane `plane` (n·C + c), each handed to
