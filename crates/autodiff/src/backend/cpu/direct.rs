@@ -583,7 +583,7 @@ fn fwd_group<T: Float>(
 
 multiversion! {
     /// Two output planes of [`fwd`] from the same padded input plane, on the padded width (`y`:
-    /// the two side by side), each summed as [`fwd_taps`] does.
+    /// the two side by side), each output summed as [`fwd_planes2_block`] does.
     fn fwd_planes2 = fwd_planes2_impl(
         xp: &[T],
         w: [&[T]; 2],
