@@ -159,7 +159,7 @@ pub fn conv2d_max_pool2d_fwd<T: Float>(
     pooled: &mut [T],
     argmax: &mut [u32],
 ) {
-    let d = check_fused::<T>(
+    check_fused::<T>(
         "conv2d_max_pool2d_fwd",
         g,
         pg,
@@ -176,11 +176,7 @@ pub fn conv2d_max_pool2d_fwd<T: Float>(
     if pooled.is_empty() {
         return;
     }
-    if d.direct {
-        super::direct::fwd_pooled(g, pg, x, w, bias, pooled, argmax);
-    } else {
-        super::direct::fwd_channels_pooled(g, pg, x, w, bias, pooled, argmax);
-    }
+    super::direct::fwd_pooled(g, pg, x, w, bias, pooled, argmax);
 }
 
 /// dx of [`conv2d_max_pool2d_fwd`] from the gradient `dy` of its pooled output and its
@@ -197,7 +193,7 @@ pub fn conv2d_max_pool2d_bwd_input<T: Float>(
     w: &[T],
     dx: &mut [T],
 ) {
-    let d = check_fused::<T>(
+    check_fused::<T>(
         "conv2d_max_pool2d_bwd_input",
         g,
         pg,
@@ -211,11 +207,7 @@ pub fn conv2d_max_pool2d_bwd_input<T: Float>(
     if dx.is_empty() {
         return;
     }
-    if d.direct {
-        super::direct::bwd_input_pooled(g, dy, argmax, w, dx);
-    } else {
-        super::direct::bwd_input_channels_pooled(g, dy, argmax, w, dx);
-    }
+    super::direct::bwd_input_pooled(g, dy, argmax, w, dx);
 }
 
 /// Checks that `g` and `pg` fuse and the lengths of the input (or its gradient), the weights
@@ -225,14 +217,13 @@ fn check_fused<T: Float>(
     g: &Conv2dGeometry,
     pg: &Pool2dGeometry,
     [x, w, pooled]: [usize; 3],
-) -> Dims {
+) {
     assert!(conv2d_max_pool2d_fuses::<T>(g, pg), "{op}: {g:?} {pg:?}");
     let d = Dims::new(g);
     assert_eq!(x, g.batch * d.x_per, "{op}: input length");
     assert_eq!(w, g.out_channels * d.k, "{op}: weight length");
     let out: usize = [pg.batch, pg.channels, pg.out_h, pg.out_w].iter().product();
     assert_eq!(pooled, out, "{op}: pooled length");
-    d
 }
 
 /// dw[O,C/g,kh,kw] = gradient w.r.t. the weight, given dy and x. `dw` is overwritten.

@@ -92,21 +92,6 @@ pub(super) fn fwd_channels<T: Float>(
     });
 }
 
-/// [`fwd_channels`] followed by the 2×2, stride-2 max pool `pg` (see [`fwd_pooled`]).
-pub(super) fn fwd_channels_pooled<T: Float>(
-    g: &Conv2dGeometry,
-    pg: &Pool2dGeometry,
-    x: &[T],
-    w: &[T],
-    bias: Option<&[T]>,
-    pooled: &mut [T],
-    argmax: &mut [u32],
-) {
-    pool_items(g, pg, g.out_channels, pooled, argmax, |n, emit| {
-        fwd_sample(g, n, x, w, bias, emit);
-    });
-}
-
 /// Runs `item(i, emit)` for every item (input plane or sample) of a fused forward, a few tasks
 /// per thread: each of the `planes` output planes item i emits (`emit(k, y, wp)`, on the padded
 /// width) is pooled into its place in `pooled` and `argmax`.
@@ -269,18 +254,6 @@ impl<T: Float> Dy<'_, T> {
 /// sample, its K padded dY planes shared by all input channels.
 pub(super) fn bwd_input_channels<T: Float>(g: &Conv2dGeometry, dy: &[T], w: &[T], dx: &mut [T]) {
     bwd_input_channels_from(g, Dy::Plain(dy), w, dx);
-}
-
-/// [`bwd_input_channels`] of a convolution followed by a fused 2×2 max pool
-/// ([`fwd_channels_pooled`]): `dy` is the pool's output gradient, `argmax` its winners.
-pub(super) fn bwd_input_channels_pooled<T: Float>(
-    g: &Conv2dGeometry,
-    dy: &[T],
-    argmax: &[u32],
-    w: &[T],
-    dx: &mut [T],
-) {
-    bwd_input_channels_from(g, Dy::Pooled { dy, argmax }, w, dx);
 }
 
 fn bwd_input_channels_from<T: Float>(g: &Conv2dGeometry, dy: Dy<T>, w: &[T], dx: &mut [T]) {
@@ -509,11 +482,12 @@ pub(super) fn fwd<T: Float>(
     });
 }
 
-/// [`fwd`] followed by the 2×2, stride-2 max pool `pg` over its output, fused: each output
-/// plane is pooled from the scratch it was computed in on the padded width (never stored
-/// whole), into `pooled` and `argmax` — the windows' winners as positions on that padded width
-/// (see [`padded_pool`]; [`bwd_input_pooled`] scatters from them). Values are bit-identical to
-/// the separate convolution and max pool.
+/// [`fwd`] (one input channel per group) or [`fwd_channels`] followed by the 2×2, stride-2
+/// max pool `pg` over its output, fused: each output plane is pooled from the scratch it was
+/// computed in on the padded width (never stored whole), into `pooled` and `argmax` — the
+/// windows' winners as positions on that padded width (see [`padded_pool`];
+/// [`bwd_input_pooled`] scatters from them). Values are bit-identical to the separate
+/// convolution and max pool.
 pub(super) fn fwd_pooled<T: Float>(
     g: &Conv2dGeometry,
     pg: &Pool2dGeometry,
@@ -523,16 +497,16 @@ pub(super) fn fwd_pooled<T: Float>(
     pooled: &mut [T],
     argmax: &mut [u32],
 ) {
-    pool_items(
-        g,
-        pg,
-        g.out_channels / g.groups,
-        pooled,
-        argmax,
-        |plane, emit| {
+    if g.in_channels == g.groups {
+        let og = g.out_channels / g.groups;
+        pool_items(g, pg, og, pooled, argmax, |plane, emit| {
             fwd_group(g, plane, x, w, bias, emit);
-        },
-    );
+        });
+    } else {
+        pool_items(g, pg, g.out_channels, pooled, argmax, |n, emit| {
+            fwd_sample(g, n, x, w, bias, emit);
+        });
+    }
 }
 
 /// The output planes of [`fwd`] made from input plane `plane` (n·C + c), each handed to
@@ -666,8 +640,8 @@ pub(super) fn bwd_input<T: Float>(g: &Conv2dGeometry, dy: &[T], w: &[T], dx: &mu
     bwd_input_from(g, Dy::Plain(dy), w, dx);
 }
 
-/// [`bwd_input`] of a convolution followed by a fused 2×2 max pool ([`fwd_pooled`]): `dy` is
-/// the pool's output gradient, `argmax` its winners.
+/// [`bwd_input`] or [`bwd_input_channels`] of a convolution followed by a fused 2×2 max pool
+/// ([`fwd_pooled`]): `dy` is the pool's output gradient, `argmax` its winners.
 pub(super) fn bwd_input_pooled<T: Float>(
     g: &Conv2dGeometry,
     dy: &[T],
@@ -675,7 +649,12 @@ pub(super) fn bwd_input_pooled<T: Float>(
     w: &[T],
     dx: &mut [T],
 ) {
-    bwd_input_from(g, Dy::Pooled { dy, argmax }, w, dx);
+    let dy = Dy::Pooled { dy, argmax };
+    if g.in_channels == g.groups {
+        bwd_input_from(g, dy, w, dx);
+    } else {
+        bwd_input_channels_from(g, dy, w, dx);
+    }
 }
 
 fn bwd_input_from<T: Float>(g: &Conv2dGeometry, dy: Dy<T>, w: &[T], dx: &mut [T]) {
