@@ -84,7 +84,11 @@ fn ln_f32(u: f32) -> f32 {
 /// the polynomial and the signs. The operations of `sincos_f32` in `noisy_copies.ptx`.
 #[inline(always)]
 fn cos_sin_f32(angle: f32) -> (f32, f32) {
-    let mut j = (angle * f32::from_bits(0x3FA2_F983)) as u32;
+    // trunc(a · 4/π) as an integer through the bits of trunc + 2²³ (exact below 2²³; here
+    // the product is in [0, 8]): LLVM keeps this in vector registers, where a float → integer
+    // `as` cast (saturating) became one scalar conversion and two compares per lane.
+    let t = (angle * f32::from_bits(0x3FA2_F983)).trunc();
+    let mut j = (t + 8_388_608.0).to_bits() - 0x4B00_0000;
     j += j & 1;
     let y = -(j as f32);
     let r = y.mul_add(f32::from_bits(0x3F49_0000), angle);
