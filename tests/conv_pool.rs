@@ -4,10 +4,10 @@
 
 use smoothgrad_autodiff::backend::cpu::conv::conv2d_max_pool2d_fuses;
 use smoothgrad_autodiff::{
-    Conv2dGeometry, Conv2dParams, Float, NoiseSource, NoiseSpec, Pool2dGeometry, Pool2dParams,
-    Tape, Tensor, Var,
+    BackwardOptions, Conv2dGeometry, Conv2dParams, Float, NoiseSource, NoiseSpec, Pool2dGeometry,
+    Pool2dParams, Tape, Tensor, Var,
 };
-use smoothgrad_tests::{Wrt, gradcheck, uniform};
+use smoothgrad_tests::{Wrt, gradcheck, max_rel_diff, uniform};
 
 /// (name, x dims, w dims, params, fuses in f32, fuses in f64)
 type Case = (
@@ -259,4 +259,64 @@ fn fused_reduction_over_copies_matches_the_separate_ops() {
     assert_eq!(sum, want_sum);
     assert_eq!(sumsq, want_sumsq);
     assert!(sum.iter().filter(|&&v| f32::from_bits(v) != 0.0).count() > 700);
+}
+
+/// With `sums_only`, the fused op scatters every copy's pooled gradient into one set of dY
+/// planes and runs the convolution's input gradient once: Σ over copies as the per-copy
+/// reduction gives it (up to rounding), without Σ², for one input channel (f32 and f64) and a
+/// few (f32: the direct loops over channels are f32-only).
+#[test]
+fn sums_only_over_copies_matches_the_reduction() {
+    fn case<T: Float>(xd: [usize; 4], wd: [usize; 4], seed: u64, tolerance: f64) {
+        let x = uniform(&xd, seed).cast::<T>();
+        let w = Var::constant(uniform(&wd, seed + 1).cast::<T>());
+        let b = Var::constant(uniform(&[wd[0]], seed + 2).cast::<T>());
+        let (p, pool) = (Conv2dParams::new().padding(1), Pool2dParams::new(2));
+        let spec = NoiseSpec {
+            sigma: 0.2,
+            first: 0,
+            count: 7,
+            source: NoiseSource::Philox { seed: 9 },
+        };
+        let run = |sums_only: bool| {
+            let mut tape = Tape::new();
+            let xv = tape.var(x.clone());
+            let batch = tape.noisy_copies(&xv, &spec).unwrap();
+            let y = tape
+                .conv2d_max_pool2d(&batch, &w, Some(&b), &p, &pool)
+                .unwrap();
+            let y = tape.relu(&y).unwrap();
+            let seed = uniform(y.dims(), seed + 3).cast::<T>();
+            let options = BackwardOptions {
+                sums_only,
+                ..BackwardOptions::default()
+            };
+            let g = tape.backward_with(&y, &seed, options).unwrap();
+            let sum: Vec<f64> = g
+                .get(&xv)
+                .unwrap()
+                .as_slice()
+                .iter()
+                .map(|v| v.as_f64())
+                .collect();
+            (sum, g.sum_of_squares(&xv).is_some(), g.kernels().to_vec())
+        };
+        let (want, squares, kernels) = run(false);
+        assert!(squares);
+        assert!(kernels.contains(&"conv2d_max_pool2d_bwd_input_reduce_copies"));
+        let (sum, squares, kernels) = run(true);
+        assert!(!squares);
+        assert!(
+            kernels.contains(&"conv2d_max_pool2d_bwd_input_sum"),
+            "{kernels:?}"
+        );
+        let nonzero = want.iter().filter(|&&v| v != 0.0).count();
+        assert!(nonzero > want.len() / 2, "{nonzero} of {}", want.len());
+        let diff = max_rel_diff(&sum, &want);
+        assert!(diff < tolerance, "{xd:?} {wd:?}: {diff:e}");
+    }
+    case::<f32>([1, 1, 28, 28], [8, 1, 3, 3], 50, 1e-5);
+    case::<f64>([1, 1, 28, 28], [8, 1, 3, 3], 50, 1e-12);
+    case::<f32>([1, 2, 10, 12], [6, 2, 3, 3], 60, 1e-5);
+    case::<f32>([1, 8, 14, 14], [16, 8, 3, 3], 70, 1e-5);
 }

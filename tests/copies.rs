@@ -1,7 +1,9 @@
 //! The noisy-copies op: its gradient, its fused reduction in the first convolution's backward,
 //! and its noise's independence from how copies are split.
 
-use smoothgrad_autodiff::{Conv2dParams, NoiseSource, NoiseSpec, Tape, Tensor, Var};
+use smoothgrad_autodiff::{
+    BackwardOptions, Conv2dParams, NoiseSource, NoiseSpec, Tape, Tensor, Var,
+};
 use smoothgrad_tests::{Wrt, gradcheck, max_rel_diff, uniform};
 
 fn spec(first: usize, count: usize, sigma: f64) -> NoiseSpec<f64> {
@@ -88,6 +90,66 @@ fn fused_reduction_matches_per_copy_gradients() {
     assert!(unfused.kernels().contains(&"reduce_copies"));
     assert!(max_rel_diff(unfused.get(&xv).unwrap().as_slice(), &sum) < 1e-12);
     assert!(max_rel_diff(unfused.sum_of_squares(&xv).unwrap().as_slice(), &sumsq) < 1e-12);
+}
+
+/// With `sums_only`, the convolution reading the copies sums its output gradient over them and
+/// runs its input gradient once: the same Σ as the per-copy reduction (up to rounding), no Σ²,
+/// on the direct path (one input channel) and the general one (three channels, stride 2); the
+/// unfused copies op likewise skips the squares.
+#[test]
+fn sums_only_runs_the_first_convolution_once() {
+    let sums_only = BackwardOptions {
+        sums_only: true,
+        ..BackwardOptions::default()
+    };
+    let cases = [
+        ([1, 1, 12, 12], [4, 1, 3, 3], Conv2dParams::new().padding(1)),
+        (
+            [1, 3, 9, 8],
+            [5, 3, 3, 3],
+            Conv2dParams::new().stride(2).padding(1),
+        ),
+    ];
+    for (k, (xd, wd, p)) in cases.into_iter().enumerate() {
+        let seed = 20 + 5 * k as u64;
+        let x = uniform(&xd, seed);
+        let w = Var::constant(uniform(&wd, seed + 1));
+        let n = 6;
+        let run = |options: BackwardOptions, second_reader: bool| {
+            let mut tape = Tape::new();
+            let xv = tape.var(x.clone());
+            let batch = tape.noisy_copies(&xv, &spec(0, n, 0.3)).unwrap();
+            let y = tape.conv2d(&batch, &w, None, &p).unwrap();
+            let mut y = tape.relu(&y).unwrap();
+            if second_reader {
+                let zero = tape.mul_scalar(&batch, 0.0).unwrap();
+                let zero = tape.sum(&zero, &[0, 1, 2, 3], false).unwrap();
+                y = tape.add(&y, &zero).unwrap();
+            }
+            let seed = uniform(y.dims(), seed + 2);
+            let g = tape.backward_with(&y, &seed, options).unwrap();
+            let sum = g.get(&xv).unwrap().as_slice().to_vec();
+            let has_squares = g.sum_of_squares(&xv).is_some();
+            (sum, has_squares, g.kernels().to_vec())
+        };
+        let (want, squares, _) = run(BackwardOptions::default(), false);
+        assert!(squares);
+        assert!(want.iter().filter(|&&v| v != 0.0).count() > want.len() / 2);
+
+        let (sum, squares, kernels) = run(sums_only, false);
+        assert!(!squares, "case {k}");
+        assert!(
+            kernels.contains(&"conv2d_bwd_input_sum_copies"),
+            "{kernels:?}"
+        );
+        assert!(!kernels.contains(&"conv2d_bwd_input_reduce_copies"));
+        assert!(max_rel_diff(&sum, &want) < 1e-12, "case {k}");
+
+        let (sum, squares, kernels) = run(sums_only, true);
+        assert!(!squares, "case {k}");
+        assert!(kernels.contains(&"sum_copies"), "{kernels:?}");
+        assert!(max_rel_diff(&sum, &want) < 1e-12, "case {k}");
+    }
 }
 
 #[test]

@@ -4,9 +4,10 @@
 //! Throughput: memory-bound kernels (ReLU, clamp, pools, batch norm, add, sum, softmax, the
 //! noisy copies and their reduction) report **bytes/s**, counting each input read once and
 //! each output written once (f32, 4 bytes; ReLU's and clamp's masks 1 bit per element, max
-//! pool's argmax 4 bytes per output); the GEMM-shaped kernels (linear and the fused
-//! `conv2d_bwd_input_reduce_copies`) report **FLOP/s** as criterion's "elements/s" (2 per
-//! multiply-add). Kernels the tape wraps with no public slice entry point (clamp, global average
+//! pool's argmax 4 bytes per output); the GEMM-shaped kernels (linear, the fused
+//! `conv2d_bwd_input_reduce_copies` and `conv2d_bwd_input_sum_copies`, and `tiny`'s fused
+//! convolution + 2×2 max pool) report **FLOP/s** as criterion's "elements/s" (2 per
+//! multiply-add, of the work each kernel does: the `_sum` kernels run the convolution once). Kernels the tape wraps with no public slice entry point (clamp, global average
 //! pool, batch norm, linear, softmax, add, sum) run through a one-op tape: forward on a fresh
 //! tape per iteration, backward as `Tape::backward_from` of a tape recorded once (it takes
 //! `&self`), so only that op's backward runs.
@@ -16,8 +17,12 @@
 
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
+use smoothgrad_autodiff::backend::cpu::conv::{
+    conv2d_max_pool2d_bwd_input, conv2d_max_pool2d_bwd_input_sum, conv2d_max_pool2d_fwd,
+};
 use smoothgrad_autodiff::backend::cpu::copies::{
-    NoiseSource, conv2d_bwd_input_reduce_copies, noisy_copies_fwd, reduce_copies,
+    NoiseSource, conv2d_bwd_input_reduce_copies, conv2d_bwd_input_sum_copies, noisy_copies_fwd,
+    reduce_copies,
 };
 use smoothgrad_autodiff::backend::cpu::pool::{
     avgpool2d_bwd, avgpool2d_fwd, maxpool2d_bwd, maxpool2d_fwd,
@@ -408,7 +413,7 @@ fn reduce_copies_conv(c: &mut Criterion) {
     ];
     let mut group = c.benchmark_group("cpu/conv2d_bwd_input_reduce_copies");
     short(&mut group);
-    for (id, x, w, params) in convs {
+    for &(id, x, w, params) in &convs {
         let g = Conv2dGeometry::new(&x, &w, &params).expect("bench shapes are valid");
         let dy = uniform(&g.out_dims(), 24);
         let w = uniform(&g.weight_dims(), 25);
@@ -423,6 +428,91 @@ fn reduce_copies_conv(c: &mut Criterion) {
                     w.as_slice(),
                     &mut sum,
                     &mut sumsq,
+                )
+            })
+        });
+    }
+    group.finish();
+
+    // Without squares (SmoothGrad's mean): dY summed over the copies, one convolution.
+    let mut group = c.benchmark_group("cpu/conv2d_bwd_input_sum_copies");
+    short(&mut group);
+    for (id, x, w, params) in convs {
+        let g = Conv2dGeometry::new(&x, &w, &params).expect("bench shapes are valid");
+        let dy = uniform(&g.out_dims(), 24);
+        let w = uniform(&g.weight_dims(), 25);
+        let mut dx = vec![0f32; x[1] * x[2] * x[3]];
+        group.throughput(Throughput::Elements(
+            2 * g.macs() / x[0] as u64 + dy.numel() as u64,
+        ));
+        group.bench_function(id, |b| {
+            b.iter(|| {
+                conv2d_bwd_input_sum_copies(&g, black_box(dy.as_slice()), w.as_slice(), &mut dx)
+            })
+        });
+    }
+    group.finish();
+}
+
+fn conv_max_pool(c: &mut Criterion) {
+    // `tiny`'s two convolutions with their 2×2 max pools, 50 copies: the fused forward, the
+    // input gradient per copy, and summed over the copies.
+    let convs = [
+        ("tiny1_50x1to8x28x28_k3", [50, 1, 28, 28], [8, 1, 3, 3]),
+        ("tiny2_50x8to16x14x14_k3", [50, 8, 14, 14], [16, 8, 3, 3]),
+    ];
+    let mut group = c.benchmark_group("cpu/conv2d_max_pool2d");
+    short(&mut group);
+    for (id, x, w) in convs {
+        let g = Conv2dGeometry::new(&x, &w, &Conv2dParams::new().padding(1))
+            .expect("bench shapes are valid");
+        let pg = Pool2dGeometry::new("max_pool2d", &g.out_dims(), &Pool2dParams::new(2))
+            .expect("bench shapes are valid");
+        let (xv, w, bias) = (uniform(&x, 26), uniform(&w, 27), uniform(&[w[0]], 28));
+        let pooled_len = pg.batch * pg.channels * pg.out_h * pg.out_w;
+        let (mut pooled, mut argmax) = (vec![0f32; pooled_len], vec![0u32; pooled_len]);
+        let dy = uniform(&[pooled_len], 29);
+        let mut dx = vec![0f32; xv.numel()];
+        let flops = 2 * g.macs();
+        group.throughput(Throughput::Elements(flops));
+        group.bench_function(format!("fwd/{id}"), |b| {
+            b.iter(|| {
+                conv2d_max_pool2d_fwd(
+                    &g,
+                    &pg,
+                    black_box(xv.as_slice()),
+                    w.as_slice(),
+                    Some(bias.as_slice()),
+                    &mut pooled,
+                    &mut argmax,
+                )
+            })
+        });
+        group.bench_function(format!("bwd_input/{id}"), |b| {
+            b.iter(|| {
+                conv2d_max_pool2d_bwd_input(
+                    &g,
+                    &pg,
+                    black_box(dy.as_slice()),
+                    &argmax,
+                    w.as_slice(),
+                    &mut dx,
+                )
+            })
+        });
+        group.throughput(Throughput::Elements(
+            flops / x[0] as u64 + pooled_len as u64,
+        ));
+        let per_copy = xv.numel() / x[0];
+        group.bench_function(format!("bwd_input_sum/{id}"), |b| {
+            b.iter(|| {
+                conv2d_max_pool2d_bwd_input_sum(
+                    &g,
+                    &pg,
+                    black_box(dy.as_slice()),
+                    &argmax,
+                    w.as_slice(),
+                    &mut dx[..per_copy],
                 )
             })
         });
@@ -443,6 +533,7 @@ criterion_group!(
     add,
     sum,
     noisy_copies,
-    reduce_copies_conv
+    reduce_copies_conv,
+    conv_max_pool
 );
 criterion_main!(benches);

@@ -1010,7 +1010,14 @@ mod tests {
         let y = model.forward(&mut tape, &x).unwrap();
         let seed = eighths::<T>(&[3, 5], 1.0, 10);
         let g = tape
-            .backward_with(&y, &seed, BackwardOptions { guided })
+            .backward_with(
+                &y,
+                &seed,
+                BackwardOptions {
+                    guided,
+                    sums_only: false,
+                },
+            )
             .unwrap();
         let bits = |t: &Tensor<T>| t.as_slice().iter().map(|v| v.as_f64().to_bits()).collect();
         (bits(y.value()), bits(g.get(&x).unwrap()))

@@ -120,6 +120,18 @@ impl<'m, T: Float> Explainer<'m, T> {
         method: &Method,
         smoothing: Option<&Smoothing<T>>,
     ) -> Result<SaliencyMap<T>> {
+        // The whole explanation on a rayon worker: the calling thread hands it over and sleeps
+        // once, instead of once per parallel step (each a wake-up of the pool and of the caller).
+        rayon::scope(|_| self.explain_on_pool(image, target, method, smoothing))
+    }
+
+    fn explain_on_pool(
+        &self,
+        image: &Tensor<T>,
+        target: Option<usize>,
+        method: &Method,
+        smoothing: Option<&Smoothing<T>>,
+    ) -> Result<SaliencyMap<T>> {
         let x = self.check_image(image)?;
         if self.model.output_dims().len() != 1 {
             return Err(SaliencyError::Input(format!(
@@ -500,14 +512,16 @@ impl<T: Float> Run<'_, '_, T> {
         Ok((out, Tensor::from_vec(seed, &[rows, self.classes])?))
     }
 
-    /// Σ over copies `first..first + count` of the (guided) gradient and of its square, through
-    /// the noisy-copies op so the first convolution's backward reduces over copies as it goes.
+    /// Σ over copies `first..first + count` of the (guided) gradient and, when the aggregate
+    /// reads it, of its square, through the noisy-copies op so the first convolution's backward
+    /// reduces over copies as it goes (without squares, by summing its output gradient over
+    /// the copies and running once).
     fn chunk_sums(
         &self,
         first: usize,
         count: usize,
         guided: bool,
-    ) -> Result<(Tensor<T>, Tensor<T>)> {
+    ) -> Result<(Tensor<T>, Option<Tensor<T>>)> {
         let mut tape = Tape::new();
         let xv = tape.var(self.x.clone());
         let batch = tape.noisy_copies(&xv, &self.spec(first, count))?;
@@ -515,9 +529,16 @@ impl<T: Float> Run<'_, '_, T> {
             format!("noisy copy {} of the input", first + r)
         })?;
         let (out, seed) = self.objective(&mut tape, &batch, &|r| format!("copy {}", first + r))?;
-        let mut grads = tape.backward_with(&out, &seed, BackwardOptions { guided })?;
+        let options = BackwardOptions {
+            guided,
+            sums_only: !self.squares,
+        };
+        let mut grads = tape.backward_with(&out, &seed, options)?;
         let zero_grad = || SaliencyError::Input("the output does not depend on the input".into());
-        let q = grads.sum_of_squares(&xv).ok_or_else(zero_grad)?.clone();
+        let q = match self.squares {
+            true => Some(grads.sum_of_squares(&xv).ok_or_else(zero_grad)?.clone()),
+            false => None,
+        };
         let g = grads.take(&xv).ok_or_else(zero_grad)?;
         Ok((g, q))
     }
@@ -566,11 +587,11 @@ impl<T: Float> Run<'_, '_, T> {
             |first, count, (g, q)| {
                 let end = first + count;
                 let bad = |t: &Tensor<T>| !t.all_finite();
-                if bad(&g) || (self.squares && bad(&q)) {
+                if bad(&g) || q.as_ref().is_some_and(bad) {
                     if count > 1 {
                         for copy in first..end {
                             let (g1, q1) = self.chunk_sums(copy, 1, guided)?;
-                            self.check_gradient(&g1, &q1, || format!("copy {copy}"))?;
+                            self.check_gradient(&g1, q1.as_ref(), || format!("copy {copy}"))?;
                         }
                     }
                     // Every copy alone is finite (or the chunk is one copy): name the chunk.
@@ -579,10 +600,12 @@ impl<T: Float> Run<'_, '_, T> {
                     } else {
                         format!("copies {first}..{end} (summed)")
                     };
-                    self.check_gradient(&g, &q, || which)?;
+                    self.check_gradient(&g, q.as_ref(), || which)?;
                 }
                 add_into(&mut sum, g.as_slice());
-                add_into(&mut sumsq, q.as_slice());
+                if let Some(q) = &q {
+                    add_into(&mut sumsq, q.as_slice());
+                }
                 self.check_sums(&sum, &sumsq, end)
             },
         )?;
@@ -593,12 +616,12 @@ impl<T: Float> Run<'_, '_, T> {
     fn check_gradient(
         &self,
         g: &Tensor<T>,
-        q: &Tensor<T>,
+        q: Option<&Tensor<T>>,
         which: impl FnOnce() -> String,
     ) -> Result<()> {
         let which = which();
         ensure_finite(g.as_slice(), || format!("input gradient of {which}"))?;
-        if self.squares {
+        if let Some(q) = q {
             ensure_finite(q.as_slice(), || {
                 format!("squared input gradient of {which}")
             })?;

@@ -4,7 +4,8 @@
 use super::{Input, Op};
 use crate::backend::cpu::conv as kernels;
 use crate::backend::cpu::copies::{
-    conv2d_bwd_input_reduce_copies, conv2d_max_pool2d_bwd_input_reduce_copies,
+    conv2d_bwd_input_reduce_copies, conv2d_bwd_input_sum_copies,
+    conv2d_max_pool2d_bwd_input_reduce_copies,
 };
 use crate::element::Float;
 use crate::error::{Error, Result};
@@ -121,13 +122,16 @@ impl<T: Float> Tape<T> {
     }
 }
 
+/// Where the sums of squares over noisy copies go, or `None` when the backward sums only.
+type Squares<'a, T> = Option<&'a mut [Option<Tensor<T>>]>;
+
 /// The input gradient of a [`Tape::conv2d_max_pool2d`] op (its weights are constants), or, with
 /// `copies` (`(target, squares)`: its input is noisy copies read by nothing else), the sum and
-/// sum of squares over copies written into the copies' source.
+/// (with `squares`) the sum of squares over copies written into the copies' source.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn conv2d_max_pool2d_backward<T: Float>(
     x: Input,
-    copies: Option<(Input, &mut [Option<Tensor<T>>])>,
+    copies: Option<(Input, Squares<'_, T>)>,
     g: &Conv2dGeometry,
     pg: &Pool2dGeometry,
     argmax: &[u32],
@@ -138,7 +142,22 @@ pub(super) fn conv2d_max_pool2d_backward<T: Float>(
 ) -> Result<()> {
     let Some(wv) = w_val else { return Ok(()) };
     match copies {
-        Some((Some(ix), squares)) => {
+        Some((Some(ix), None)) => {
+            log.record("conv2d_max_pool2d_bwd_input_sum");
+            let dims = [1, g.in_channels, g.in_h, g.in_w];
+            // Every element of dx is written (the padded planes are zeroed, then scattered).
+            let mut sum = crate::buffers::stale(dims.iter().product());
+            kernels::conv2d_max_pool2d_bwd_input_sum(
+                g,
+                pg,
+                grad.as_slice(),
+                argmax,
+                wv.as_slice(),
+                &mut sum,
+            );
+            accumulate(grads, ix, Tensor::from_vec(sum, &dims)?);
+        }
+        Some((Some(ix), Some(squares))) => {
             log.record("conv2d_max_pool2d_bwd_input_reduce_copies");
             let dims = [1, g.in_channels, g.in_h, g.in_w];
             let e = dims.iter().product();
@@ -211,24 +230,40 @@ pub(super) fn conv2d_backward<T: Float>(
     Ok(())
 }
 
-/// The fused input gradient of a first convolution over noisy copies: writes the sum and the sum
-/// of squares over copies into the copies' source, never forming the per-copy gradients.
+/// The fused input gradient of a first convolution over noisy copies: writes the sum and (with
+/// `squares`) the sum of squares over copies into the copies' source, never forming the
+/// per-copy gradients of the whole batch (without `squares`, never any).
 pub(super) fn conv2d_bwd_input_into_copies<T: Float>(
     target: Input,
     g: &Conv2dGeometry,
     w_val: &Tensor<T>,
     grad: &Tensor<T>,
     grads: &mut [Option<Tensor<T>>],
-    squares: &mut [Option<Tensor<T>>],
+    squares: Squares<'_, T>,
     log: &mut KernelLog,
 ) -> Result<()> {
     let Some(ix) = target else { return Ok(()) };
-    log.record("conv2d_bwd_input_reduce_copies");
     let dims = [1, g.in_channels, g.in_h, g.in_w];
     let e = dims.iter().product();
-    let (mut sum, mut sumsq) = (crate::buffers::zeros(e), crate::buffers::zeros(e));
-    conv2d_bwd_input_reduce_copies(g, grad.as_slice(), w_val.as_slice(), &mut sum, &mut sumsq);
+    let mut sum = crate::buffers::zeros(e);
+    match squares {
+        Some(squares) => {
+            log.record("conv2d_bwd_input_reduce_copies");
+            let mut sumsq = crate::buffers::zeros(e);
+            conv2d_bwd_input_reduce_copies(
+                g,
+                grad.as_slice(),
+                w_val.as_slice(),
+                &mut sum,
+                &mut sumsq,
+            );
+            accumulate(squares, ix, Tensor::from_vec(sumsq, &dims)?);
+        }
+        None => {
+            log.record("conv2d_bwd_input_sum_copies");
+            conv2d_bwd_input_sum_copies(g, grad.as_slice(), w_val.as_slice(), &mut sum);
+        }
+    }
     accumulate(grads, ix, Tensor::from_vec(sum, &dims)?);
-    accumulate(squares, ix, Tensor::from_vec(sumsq, &dims)?);
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! squares (for SmoothGrad² and VarGrad).
 
 use super::{Input, Op};
-use crate::backend::cpu::copies::{NoiseSource, noisy_copies_fwd, reduce_copies};
+use crate::backend::cpu::copies::{NoiseSource, noisy_copies_fwd, reduce_copies, sum_copies};
 use crate::element::Float;
 use crate::error::{Error, Result};
 use crate::shape::Shape;
@@ -89,14 +89,19 @@ pub(super) fn noisy_copies_backward<T: Float>(
     x_shape: &Shape,
     grad: &Tensor<T>,
     grads: &mut [Option<Tensor<T>>],
-    squares: &mut [Option<Tensor<T>>],
+    squares: Option<&mut [Option<Tensor<T>>]>,
 ) {
     if let Some(ix) = x {
         let e = x_shape.numel();
         let mut sum = crate::buffers::zeros(e);
-        let mut sumsq = crate::buffers::zeros(e);
-        reduce_copies(grad.as_slice(), &mut sum, &mut sumsq);
+        match squares {
+            Some(squares) => {
+                let mut sumsq = crate::buffers::zeros(e);
+                reduce_copies(grad.as_slice(), &mut sum, &mut sumsq);
+                accumulate(squares, ix, Tensor::from_parts(x_shape.clone(), sumsq));
+            }
+            None => sum_copies(grad.as_slice(), &mut sum),
+        }
         accumulate(grads, ix, Tensor::from_parts(x_shape.clone(), sum));
-        accumulate(squares, ix, Tensor::from_parts(x_shape.clone(), sumsq));
     }
 }

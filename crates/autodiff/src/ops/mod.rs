@@ -211,6 +211,12 @@ pub struct BackwardOptions {
     /// Guided backpropagation (Springenberg et al. 2015): ReLU (and clamp) pass a gradient only
     /// where both the forward input was in range and the incoming gradient is positive.
     pub guided: bool,
+    /// Noisy copies reduce to the sum of their gradients only, without the sum of squares
+    /// ([`Grads::sum_of_squares`](crate::Grads::sum_of_squares) is then `None` for them) — all
+    /// SmoothGrad's mean needs. A convolution that alone reads the copies then sums its output
+    /// gradient over the copies and runs its input gradient once (it is linear in dY): the
+    /// first layer's backward costs one sample instead of n, rounded differently.
+    pub sums_only: bool,
 }
 
 /// Where one backward step writes: gradients, sums of squares over noisy copies, the kernel log.
@@ -311,6 +317,7 @@ pub(crate) fn backward<T: Float>(
             w_val,
         } => match (fuse_copies, w_val) {
             (Some(target), Some(wv)) => {
+                let squares = (!options.sums_only).then_some(&mut squares[..]);
                 conv::conv2d_bwd_input_into_copies(
                     target, geometry, wv, &grad, grads, squares, log,
                 )?;
@@ -330,7 +337,8 @@ pub(crate) fn backward<T: Float>(
             argmax,
             w_val,
         } => {
-            let copies = fuse_copies.map(|target| (target, &mut squares[..]));
+            let squares = (!options.sums_only).then_some(&mut squares[..]);
+            let copies = fuse_copies.map(|target| (target, squares));
             conv::conv2d_max_pool2d_backward(
                 *x, copies, conv, pool, argmax, w_val, &grad, grads, log,
             )?
@@ -347,7 +355,12 @@ pub(crate) fn backward<T: Float>(
             x_hat,
         } => norm::batch_norm_backward(*x, *gamma, *beta, scale, x_hat, &grad, grads),
         Op::NoisyCopies { x, x_shape } => {
-            log.record("reduce_copies");
+            let squares = (!options.sums_only).then_some(&mut squares[..]);
+            log.record(if squares.is_some() {
+                "reduce_copies"
+            } else {
+                "sum_copies"
+            });
             copies::noisy_copies_backward(*x, x_shape, &grad, grads, squares)
         }
     }

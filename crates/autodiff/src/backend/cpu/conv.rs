@@ -210,6 +210,31 @@ pub fn conv2d_max_pool2d_bwd_input<T: Float>(
     super::direct::bwd_input_pooled(g, dy, argmax, w, dx);
 }
 
+/// `dx` (one sample) = Σ over the batch of `g` of [`conv2d_max_pool2d_bwd_input`]'s per-sample
+/// input gradients: the copies' pooled gradients are scattered into one set of dY planes,
+/// summed, and the convolution's input gradient runs once (it is linear in dY; rounded
+/// differently from summing the samples' gradients).
+///
+/// # Panics
+/// When the geometries do not fuse or a slice length disagrees with them.
+pub fn conv2d_max_pool2d_bwd_input_sum<T: Float>(
+    g: &Conv2dGeometry,
+    pg: &Pool2dGeometry,
+    dy: &[T],
+    argmax: &[u32],
+    w: &[T],
+    dx: &mut [T],
+) {
+    let op = "conv2d_max_pool2d_bwd_input_sum";
+    check_fused::<T>(op, g, pg, [g.batch * dx.len(), w.len(), dy.len()]);
+    assert_eq!(argmax.len(), dy.len(), "{op}: argmax");
+    if dx.is_empty() || g.batch == 0 {
+        dx.fill(T::zero());
+        return;
+    }
+    super::direct::bwd_input_pooled_sum(g, dy, argmax, w, dx);
+}
+
 /// Checks that `g` and `pg` fuse and the lengths of the input (or its gradient), the weights
 /// and the pooled output (or its gradient) against them.
 fn check_fused<T: Float>(

@@ -30,30 +30,38 @@ pub fn noisy_copies_fwd<T: Float>(
     if e == 0 {
         return;
     }
-    // One draws buffer per rayon job, not per copy.
+    // One draws buffer per rayon job (or per call inside a serial lane), not per copy.
     let draws = || match noise {
         NoiseSource::Philox { .. } => vec![0.0f32; e],
         NoiseSource::Given(_) => Vec::new(),
     };
-    out.par_chunks_mut(e)
-        .enumerate()
-        .for_each_init(draws, |draws, (i, copy)| {
-            let index = first + i;
-            match noise {
-                NoiseSource::Philox { seed } => {
-                    rng::fill_normal(*seed, index as u32, 0, draws);
-                    for ((o, &xv), &z) in copy.iter_mut().zip(x).zip(draws.iter()) {
-                        *o = xv + sigma * T::from_f64(z as f64);
-                    }
-                }
-                NoiseSource::Given(t) => {
-                    let z = &t.as_slice()[index * e..(index + 1) * e];
-                    for ((o, &xv), &zv) in copy.iter_mut().zip(x).zip(z) {
-                        *o = xv + sigma * zv;
-                    }
+    let fill = |draws: &mut Vec<f32>, (i, copy): (usize, &mut [T])| {
+        let index = first + i;
+        match noise {
+            NoiseSource::Philox { seed } => {
+                rng::fill_normal(*seed, index as u32, 0, draws);
+                for ((o, &xv), &z) in copy.iter_mut().zip(x).zip(draws.iter()) {
+                    *o = xv + sigma * T::from_f64(z as f64);
                 }
             }
-        });
+            NoiseSource::Given(t) => {
+                let z = &t.as_slice()[index * e..(index + 1) * e];
+                for ((o, &xv), &zv) in copy.iter_mut().zip(x).zip(z) {
+                    *o = xv + sigma * zv;
+                }
+            }
+        }
+    };
+    if crate::parallel::threads() == 1 {
+        let mut buffer = draws();
+        out.chunks_mut(e)
+            .enumerate()
+            .for_each(|item| fill(&mut buffer, item));
+    } else {
+        out.par_chunks_mut(e)
+            .enumerate()
+            .for_each_init(draws, |buffer, item| fill(buffer, item));
+    }
 }
 
 /// Adds `Σᵢ g[i, e]` to `sum` and `Σᵢ g[i, e]²` to `sumsq` over the copies in `g`.
@@ -122,6 +130,40 @@ pub fn conv2d_max_pool2d_bwd_input_reduce_copies<T: Float>(
         };
         conv2d_max_pool2d_bwd_input(sub, &pooled, &dy[span.clone()], &argmax[span], w, dx);
     });
+}
+
+/// `dx` (one sample) = Σᵢ of the input gradients of a convolution over the batch of copies in
+/// `dy`: the input gradient is linear in dY, so dY is summed over the copies first and the
+/// convolution's input gradient runs once (rounded differently from summing the copies'
+/// gradients). For sums without sums of squares, e.g. SmoothGrad's mean.
+pub fn conv2d_bwd_input_sum_copies<T: Float>(g: &Conv2dGeometry, dy: &[T], w: &[T], dx: &mut [T]) {
+    let per_dy = g.out_channels * g.out_h * g.out_w;
+    assert_eq!(
+        dy.len(),
+        g.batch * per_dy,
+        "conv2d_bwd_input_sum_copies: dy"
+    );
+    let mut dy_sum = crate::buffers::zeros(per_dy);
+    for copy in dy.chunks_exact(per_dy.max(1)) {
+        for (s, &v) in dy_sum.iter_mut().zip(copy) {
+            *s += v;
+        }
+    }
+    conv2d_bwd_input(&Conv2dGeometry { batch: 1, ..*g }, &dy_sum, w, dx);
+    crate::buffers::recycle(dy_sum);
+}
+
+/// Adds `Σᵢ g[i, e]` to `sum` over the copies in `g` ([`reduce_copies`] without squares).
+pub fn sum_copies<T: Float>(g: &[T], sum: &mut [T]) {
+    let e = sum.len();
+    if e == 0 {
+        return;
+    }
+    for copy in g.chunks(e) {
+        for (s, &v) in sum.iter_mut().zip(copy) {
+            *s += v;
+        }
+    }
 }
 
 /// Runs `dx_of(sub, start, dx)` over the copies of `g` in blocks of one per thread (`sub` is

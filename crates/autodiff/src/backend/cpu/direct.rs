@@ -209,6 +209,14 @@ enum Dy<'a, T> {
     /// windows' winners as positions on the forward's padded width ([`padded_pool`]), which is
     /// the input gradient's padded width too (the fused path requires out_w = in_w).
     Pooled { dy: &'a [T], argmax: &'a [u32] },
+    /// [`Dy::Pooled`] for `copies` samples, summed over them: the kernels run on one sample
+    /// (`N = 1`) whose dY plane `o` is Σᵢ of copy `i`'s pooled gradient scattered to its
+    /// winners (copy `i`'s planes start at plane `i·O` of `dy` and `argmax`).
+    PooledSum {
+        dy: &'a [T],
+        argmax: &'a [u32],
+        copies: usize,
+    },
 }
 
 impl<T: Float> Dy<'_, T> {
@@ -241,6 +249,22 @@ impl<T: Float> Dy<'_, T> {
                         // Stored, not added to the zero: bit-identical downstream (the input
                         // gradient's sums start from +0, so a −0 here adds the same as a +0).
                         plane[a as usize] = v;
+                    }
+                }
+            }
+            Dy::PooledSum { dy, argmax, copies } => {
+                let pp = (g.out_h / 2) * (g.out_w / 2);
+                dyp.fill(T::zero());
+                let at = top * wp + left;
+                for i in 0..copies {
+                    let start = (i * g.out_channels + first) * pp;
+                    let (dy, argmax) = (&dy[start..][..count * pp], &argmax[start..][..count * pp]);
+                    let planes = dy.chunks_exact(pp.max(1)).zip(argmax.chunks(pp.max(1)));
+                    for (k, (dy_k, arg_k)) in planes.enumerate() {
+                        let plane = &mut dyp[k * hp * wp + at..];
+                        for (&v, &a) in dy_k.iter().zip(arg_k) {
+                            plane[a as usize] += v;
+                        }
                     }
                 }
             }
@@ -649,7 +673,29 @@ pub(super) fn bwd_input_pooled<T: Float>(
     w: &[T],
     dx: &mut [T],
 ) {
-    let dy = Dy::Pooled { dy, argmax };
+    bwd_input_dy(g, Dy::Pooled { dy, argmax }, w, dx);
+}
+
+/// [`bwd_input_pooled`] summed over the batch of `g` (`dx` is one sample): the input gradient
+/// is linear in dY, so the copies' scattered pooled gradients are summed into one set of padded
+/// dY planes and the kernels run once.
+pub(super) fn bwd_input_pooled_sum<T: Float>(
+    g: &Conv2dGeometry,
+    dy: &[T],
+    argmax: &[u32],
+    w: &[T],
+    dx: &mut [T],
+) {
+    let dy = Dy::PooledSum {
+        dy,
+        argmax,
+        copies: g.batch,
+    };
+    bwd_input_dy(&Conv2dGeometry { batch: 1, ..*g }, dy, w, dx);
+}
+
+/// The direct input gradient of `g` (one input channel per group, or a few) from `dy`.
+fn bwd_input_dy<T: Float>(g: &Conv2dGeometry, dy: Dy<T>, w: &[T], dx: &mut [T]) {
     if g.in_channels == g.groups {
         bwd_input_from(g, dy, w, dx);
     } else {
