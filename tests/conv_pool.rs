@@ -57,7 +57,33 @@ fn cases() -> Vec<Case> {
             true,
             false,
         ),
-        // Never fused: the output is narrower than the input, or the stride is 2.
+        // Winograd F(2×2) (f32 only, ≥ 16 channels): every tile one pool window, any padding.
+        (
+            "winograd, same",
+            [4, 16, 8, 8],
+            [16, 16, 3, 3],
+            same,
+            true,
+            false,
+        ),
+        (
+            "winograd, valid",
+            [4, 16, 10, 10],
+            [24, 16, 3, 3],
+            Conv2dParams::new(),
+            true,
+            false,
+        ),
+        // Never fused: an odd Winograd output, the output narrower than the input on the
+        // direct loops, or stride 2.
+        (
+            "winograd, odd output",
+            [4, 16, 9, 9],
+            [16, 16, 3, 3],
+            same,
+            false,
+            false,
+        ),
         (
             "valid",
             [2, 1, 10, 10],
@@ -319,4 +345,5 @@ fn sums_only_over_copies_matches_the_reduction() {
     case::<f64>([1, 1, 28, 28], [8, 1, 3, 3], 50, 1e-12);
     case::<f32>([1, 2, 10, 12], [6, 2, 3, 3], 60, 1e-5);
     case::<f32>([1, 8, 14, 14], [16, 8, 3, 3], 70, 1e-5);
+    case::<f32>([1, 16, 8, 8], [16, 16, 3, 3], 80, 1e-5);
 }

@@ -19,6 +19,7 @@ use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use smoothgrad_autodiff::backend::cpu::conv::{
     conv2d_max_pool2d_bwd_input, conv2d_max_pool2d_bwd_input_sum, conv2d_max_pool2d_fwd,
+    conv2d_max_pool2d_path,
 };
 use smoothgrad_autodiff::backend::cpu::copies::{
     NoiseSource, conv2d_bwd_input_reduce_copies, conv2d_bwd_input_sum_copies, noisy_copies_fwd,
@@ -455,11 +456,17 @@ fn reduce_copies_conv(c: &mut Criterion) {
 }
 
 fn conv_max_pool(c: &mut Criterion) {
-    // `tiny`'s two convolutions with their 2×2 max pools, 50 copies: the fused forward, the
-    // input gradient per copy, and summed over the copies.
+    // `tiny`'s two convolutions with their 2×2 max pools, 50 copies (direct loops), and
+    // `small`'s second, 25 copies (Winograd F(2×2)): the fused forward, the input gradient per
+    // copy, and summed over the copies.
     let convs = [
         ("tiny1_50x1to8x28x28_k3", [50, 1, 28, 28], [8, 1, 3, 3]),
         ("tiny2_50x8to16x14x14_k3", [50, 8, 14, 14], [16, 8, 3, 3]),
+        (
+            "small2_25x32to32x32x32_k3",
+            [25, 32, 32, 32],
+            [32, 32, 3, 3],
+        ),
     ];
     let mut group = c.benchmark_group("cpu/conv2d_max_pool2d");
     short(&mut group);
@@ -468,6 +475,7 @@ fn conv_max_pool(c: &mut Criterion) {
             .expect("bench shapes are valid");
         let pg = Pool2dGeometry::new("max_pool2d", &g.out_dims(), &Pool2dParams::new(2))
             .expect("bench shapes are valid");
+        let path = conv2d_max_pool2d_path::<f32>(&g, &pg).expect("bench shapes fuse");
         let (xv, w, bias) = (uniform(&x, 26), uniform(&w, 27), uniform(&[w[0]], 28));
         let pooled_len = pg.batch * pg.channels * pg.out_h * pg.out_w;
         let (mut pooled, mut argmax) = (vec![0f32; pooled_len], vec![0u32; pooled_len]);
@@ -478,6 +486,7 @@ fn conv_max_pool(c: &mut Criterion) {
         group.bench_function(format!("fwd/{id}"), |b| {
             b.iter(|| {
                 conv2d_max_pool2d_fwd(
+                    path,
                     &g,
                     &pg,
                     black_box(xv.as_slice()),
@@ -491,6 +500,7 @@ fn conv_max_pool(c: &mut Criterion) {
         group.bench_function(format!("bwd_input/{id}"), |b| {
             b.iter(|| {
                 conv2d_max_pool2d_bwd_input(
+                    path,
                     &g,
                     &pg,
                     black_box(dy.as_slice()),
@@ -507,6 +517,7 @@ fn conv_max_pool(c: &mut Criterion) {
         group.bench_function(format!("bwd_input_sum/{id}"), |b| {
             b.iter(|| {
                 conv2d_max_pool2d_bwd_input_sum(
+                    path,
                     &g,
                     &pg,
                     black_box(dy.as_slice()),

@@ -2,7 +2,7 @@
 //! `conv2d_bwd_weight` as separate kernels, each run only when its gradient is needed.
 
 use super::{Input, Op};
-use crate::backend::cpu::conv as kernels;
+use crate::backend::cpu::conv::{self as kernels, ConvPoolPath};
 use crate::backend::cpu::copies::{
     conv2d_bwd_input_reduce_copies, conv2d_bwd_input_sum_copies,
     conv2d_max_pool2d_bwd_input_reduce_copies,
@@ -89,19 +89,18 @@ impl<T: Float> Tape<T> {
                 None => false,
             };
         let bias_fits = bias.is_none_or(|b| b.dims() == [geometry.out_channels]);
-        if weights_tracked
-            || !bias_fits
-            || !kernels::conv2d_max_pool2d_fuses::<T>(&geometry, &pool_geometry)
-        {
+        let path = kernels::conv2d_max_pool2d_path::<T>(&geometry, &pool_geometry);
+        let Some(path) = path.filter(|_| !weights_tracked && bias_fits) else {
             let y = self.conv2d(x, w, bias, conv)?;
             return self.max_pool2d(&y, pool);
-        }
+        };
         let ix = self.input(x)?;
         let shape = Shape::new(&pool_geometry.out_dims())?;
         // Every output and argmax is written by the kernel.
         let mut out = crate::buffers::stale(shape.numel());
         let mut argmax = vec![0u32; shape.numel()];
         kernels::conv2d_max_pool2d_fwd(
+            path,
             &geometry,
             &pool_geometry,
             x.value().as_slice(),
@@ -116,6 +115,7 @@ impl<T: Float> Tape<T> {
             x: ix,
             conv: geometry,
             pool: pool_geometry,
+            path,
             argmax,
             w_val,
         }))
@@ -125,29 +125,41 @@ impl<T: Float> Tape<T> {
 /// Where the sums of squares over noisy copies go, or `None` when the backward sums only.
 type Squares<'a, T> = Option<&'a mut [Option<Tensor<T>>]>;
 
+/// What the forward of a [`Tape::conv2d_max_pool2d`] op kept for its backward.
+pub(super) struct Fused<'a> {
+    pub conv: &'a Conv2dGeometry,
+    pub pool: &'a Pool2dGeometry,
+    pub path: ConvPoolPath,
+    pub argmax: &'a [u32],
+}
+
 /// The input gradient of a [`Tape::conv2d_max_pool2d`] op (its weights are constants), or, with
 /// `copies` (`(target, squares)`: its input is noisy copies read by nothing else), the sum and
 /// (with `squares`) the sum of squares over copies written into the copies' source.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn conv2d_max_pool2d_backward<T: Float>(
     x: Input,
     copies: Option<(Input, Squares<'_, T>)>,
-    g: &Conv2dGeometry,
-    pg: &Pool2dGeometry,
-    argmax: &[u32],
+    fused: &Fused<'_>,
     w_val: &Option<Tensor<T>>,
     grad: &Tensor<T>,
     grads: &mut [Option<Tensor<T>>],
     log: &mut KernelLog,
 ) -> Result<()> {
     let Some(wv) = w_val else { return Ok(()) };
+    let &Fused {
+        conv: g,
+        pool: pg,
+        path,
+        argmax,
+    } = fused;
     match copies {
         Some((Some(ix), None)) => {
             log.record("conv2d_max_pool2d_bwd_input_sum");
             let dims = [1, g.in_channels, g.in_h, g.in_w];
-            // Every element of dx is written (the padded planes are zeroed, then scattered).
+            // Every element of dx is written.
             let mut sum = crate::buffers::stale(dims.iter().product());
             kernels::conv2d_max_pool2d_bwd_input_sum(
+                path,
                 g,
                 pg,
                 grad.as_slice(),
@@ -163,6 +175,7 @@ pub(super) fn conv2d_max_pool2d_backward<T: Float>(
             let e = dims.iter().product();
             let (mut sum, mut sumsq) = (crate::buffers::zeros(e), crate::buffers::zeros(e));
             conv2d_max_pool2d_bwd_input_reduce_copies(
+                path,
                 g,
                 pg,
                 grad.as_slice(),
@@ -178,9 +191,10 @@ pub(super) fn conv2d_max_pool2d_backward<T: Float>(
         None => {
             if let Some(ix) = x {
                 log.record("conv2d_max_pool2d_bwd_input");
-                // Every element of dx is written (the padded planes are zeroed, then scattered).
+                // Every element of dx is written.
                 let mut dx = crate::buffers::stale(g.in_dims().iter().product());
                 kernels::conv2d_max_pool2d_bwd_input(
+                    path,
                     g,
                     pg,
                     grad.as_slice(),

@@ -14,6 +14,7 @@ pub mod reduce;
 pub mod shape_ops;
 pub mod softmax;
 
+use crate::backend::cpu::conv::ConvPoolPath;
 use crate::element::Float;
 use crate::error::Result;
 use crate::ops::activation::BitMask;
@@ -146,6 +147,8 @@ pub(crate) enum Op<T: Float> {
         x: Input,
         conv: Conv2dGeometry,
         pool: Pool2dGeometry,
+        /// How the forward ran (what `argmax` means).
+        path: ConvPoolPath,
         argmax: Vec<u32>,
         w_val: Option<Tensor<T>>,
     },
@@ -334,14 +337,19 @@ pub(crate) fn backward<T: Float>(
             x,
             conv,
             pool,
+            path,
             argmax,
             w_val,
         } => {
             let squares = (!options.sums_only).then_some(&mut squares[..]);
             let copies = fuse_copies.map(|target| (target, squares));
-            conv::conv2d_max_pool2d_backward(
-                *x, copies, conv, pool, argmax, w_val, &grad, grads, log,
-            )?
+            let fused = conv::Fused {
+                conv,
+                pool,
+                path: *path,
+                argmax,
+            };
+            conv::conv2d_max_pool2d_backward(*x, copies, &fused, w_val, &grad, grads, log)?
         }
         Op::AvgPool2d { x, geometry } => pool::avg_pool2d_backward(*x, geometry, &grad, grads, log),
         Op::GlobalAvgPool { x, x_shape } => {

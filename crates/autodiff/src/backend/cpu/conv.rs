@@ -123,34 +123,80 @@ pub fn conv2d_bwd_input<T: Float>(g: &Conv2dGeometry, dy: &[T], w: &[T], dx: &mu
     conv2d_bwd_input_planned(g, dy, w, dx, Plan::for_batch(g.batch));
 }
 
-/// Whether [`conv2d_max_pool2d_fwd`] runs a convolution `g` and a max pool `pg` over its output
-/// fused: `pg` is a 2×2 window at stride 2 (no padding, dilation or partial windows), the
-/// convolution takes the direct loops over padded planes (one input channel per group, or a
-/// few channels in f32 unless im2col is forced — the algorithm the separate convolution would
-/// take), and keeps the width of its input (so the forward's and the input gradient's padded
-/// widths agree).
-pub fn conv2d_max_pool2d_fuses<T: Float>(g: &Conv2dGeometry, pg: &Pool2dGeometry) -> bool {
-    let pooled = super::pool::is_2x2_stride_2(pg)
+/// How [`conv2d_max_pool2d_fwd`] runs a convolution and the 2×2 max pool over its output as
+/// one pass; the input-gradient functions take the same path (the forward's `argmax` means
+/// something different on each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvPoolPath {
+    /// The direct loops over padded planes (one input channel per group, or a few channels in
+    /// f32): each output plane pooled from the scratch it was computed in; `argmax` holds
+    /// positions on the padded width, and the input gradient scatters the pooled gradient into
+    /// the padded dY planes its kernels read.
+    Direct,
+    /// Winograd F(2×2, 3×3) (the forward the separate f32 convolution takes for ≥ 16 channels):
+    /// every output tile is one pool window, pooled in the output transform; `argmax` as
+    /// [`maxpool2d_fwd`](super::pool::maxpool2d_fwd) gives it, and the input gradient scatters
+    /// the pooled gradient ([`maxpool2d_bwd`](super::pool::maxpool2d_bwd)) before the convolution's own input gradient.
+    Winograd,
+}
+
+/// Whether and how [`conv2d_max_pool2d_fwd`] runs a convolution `g` and a max pool `pg` over
+/// its output fused: `pg` is a 2×2 window at stride 2 (no padding, dilation or partial
+/// windows), and the convolution takes, as the separate convolution would, either the direct
+/// loops over padded planes keeping the width of its input (so the forward's and the input
+/// gradient's padded widths agree) or Winograd F(2×2) with an even output height and width.
+/// `None`: the two ops run separately.
+pub fn conv2d_max_pool2d_path<T: Float>(
+    g: &Conv2dGeometry,
+    pg: &Pool2dGeometry,
+) -> Option<ConvPoolPath> {
+    if !pools_output(g, pg) {
+        return None;
+    }
+    // The order of `conv2d_fwd_planned`'s choices.
+    if Dims::new(g).direct || direct_channels_allowed::<T>() && super::direct::applies_channels(g) {
+        direct_fuses::<T>(g).then_some(ConvPoolPath::Direct)
+    } else {
+        (winograd_fwd_tile::<T>() == Some(Tile::F2) && winograd::fits_fwd_pooled(g))
+            .then_some(ConvPoolPath::Winograd)
+    }
+}
+
+/// `pg` is a 2×2, stride-2 max pool over the whole output of `g`.
+fn pools_output(g: &Conv2dGeometry, pg: &Pool2dGeometry) -> bool {
+    super::pool::is_2x2_stride_2(pg)
         && pg.batch == g.batch
         && pg.channels == g.out_channels
-        && [pg.in_h, pg.in_w] == [g.out_h, g.out_w];
-    let direct = if Dims::new(g).direct {
+        && [pg.in_h, pg.in_w] == [g.out_h, g.out_w]
+}
+
+/// The direct loops apply to `g` (one input channel per group, or a few in f32) and keep its
+/// width.
+fn direct_fuses<T: Float>(g: &Conv2dGeometry) -> bool {
+    let applies = if Dims::new(g).direct {
         super::direct::applies(g)
     } else {
         direct_channels_allowed::<T>() && super::direct::applies_channels(g)
     };
-    pooled && direct && g.out_w == g.in_w
+    applies && g.out_w == g.in_w
 }
 
-/// `pooled` = max_pool2d(conv2d(x, w) + bias) for geometries where
-/// [`conv2d_max_pool2d_fuses`]: the same values, bit for bit, as [`conv2d_fwd`] then
+/// Whether [`conv2d_max_pool2d_path`] finds a fused path.
+pub fn conv2d_max_pool2d_fuses<T: Float>(g: &Conv2dGeometry, pg: &Pool2dGeometry) -> bool {
+    conv2d_max_pool2d_path::<T>(g, pg).is_some()
+}
+
+/// `pooled` = max_pool2d(conv2d(x, w) + bias) on `path` (from [`conv2d_max_pool2d_path`]):
+/// the same values, bit for bit, as [`conv2d_fwd`] then
 /// [`maxpool2d_fwd`](super::pool::maxpool2d_fwd), without storing the convolution's output.
-/// `argmax` gets each window's winner as an opaque position for
-/// [`conv2d_max_pool2d_bwd_input`].
+/// `argmax` gets each window's winner as a position for [`conv2d_max_pool2d_bwd_input`] on
+/// the same path.
 ///
 /// # Panics
-/// When the geometries do not fuse or a slice length disagrees with them.
+/// When the geometries do not take `path` or a slice length disagrees with them.
+#[allow(clippy::too_many_arguments)]
 pub fn conv2d_max_pool2d_fwd<T: Float>(
+    path: ConvPoolPath,
     g: &Conv2dGeometry,
     pg: &Pool2dGeometry,
     x: &[T],
@@ -159,33 +205,31 @@ pub fn conv2d_max_pool2d_fwd<T: Float>(
     pooled: &mut [T],
     argmax: &mut [u32],
 ) {
-    check_fused::<T>(
-        "conv2d_max_pool2d_fwd",
-        g,
-        pg,
-        [x.len(), w.len(), pooled.len()],
-    );
-    assert_eq!(argmax.len(), pooled.len(), "conv2d_max_pool2d_fwd: argmax");
+    let op = "conv2d_max_pool2d_fwd";
+    let chosen = conv2d_max_pool2d_path::<T>(g, pg);
+    assert_eq!(chosen, Some(path), "{op}: {g:?} {pg:?}");
+    check_fused::<T>(op, path, g, pg, [x.len(), w.len(), pooled.len()]);
+    assert_eq!(argmax.len(), pooled.len(), "{op}: argmax");
     if let Some(b) = bias {
-        assert_eq!(
-            b.len(),
-            g.out_channels,
-            "conv2d_max_pool2d_fwd: bias length"
-        );
+        assert_eq!(b.len(), g.out_channels, "{op}: bias length");
     }
     if pooled.is_empty() {
         return;
     }
-    super::direct::fwd_pooled(g, pg, x, w, bias, pooled, argmax);
+    match path {
+        ConvPoolPath::Direct => super::direct::fwd_pooled(g, pg, x, w, bias, pooled, argmax),
+        ConvPoolPath::Winograd => winograd::conv3x3_fwd_pooled(g, x, w, bias, pooled, argmax),
+    }
 }
 
-/// dx of [`conv2d_max_pool2d_fwd`] from the gradient `dy` of its pooled output and its
-/// `argmax`: bit for bit the separate max pool's input gradient then [`conv2d_bwd_input`].
+/// dx of [`conv2d_max_pool2d_fwd`] on `path` from the gradient `dy` of its pooled output and
+/// its `argmax`: bit for bit the separate max pool's input gradient then [`conv2d_bwd_input`].
 /// `dx` is overwritten.
 ///
 /// # Panics
-/// When the geometries do not fuse or a slice length disagrees with them.
+/// When the geometries do not take `path` or a slice length disagrees with them.
 pub fn conv2d_max_pool2d_bwd_input<T: Float>(
+    path: ConvPoolPath,
     g: &Conv2dGeometry,
     pg: &Pool2dGeometry,
     dy: &[T],
@@ -193,21 +237,25 @@ pub fn conv2d_max_pool2d_bwd_input<T: Float>(
     w: &[T],
     dx: &mut [T],
 ) {
-    check_fused::<T>(
-        "conv2d_max_pool2d_bwd_input",
-        g,
-        pg,
-        [dx.len(), w.len(), dy.len()],
-    );
-    assert_eq!(
-        argmax.len(),
-        dy.len(),
-        "conv2d_max_pool2d_bwd_input: argmax"
-    );
+    let op = "conv2d_max_pool2d_bwd_input";
+    check_fused::<T>(op, path, g, pg, [dx.len(), w.len(), dy.len()]);
+    assert_eq!(argmax.len(), dy.len(), "{op}: argmax");
     if dx.is_empty() {
         return;
     }
-    super::direct::bwd_input_pooled(g, dy, argmax, w, dx);
+    match path {
+        ConvPoolPath::Direct => super::direct::bwd_input_pooled(g, dy, argmax, w, dx),
+        ConvPoolPath::Winograd => {
+            with_scratch_in(
+                Slot::Unpooled,
+                g.batch * Dims::new(g).y_per,
+                |dyu: &mut [T]| {
+                    super::pool::maxpool2d_bwd(pg, dy, argmax, dyu);
+                    conv2d_bwd_input(g, dyu, w, dx);
+                },
+            );
+        }
+    }
 }
 
 /// `dx` (one sample) = Σ over the batch of `g` of [`conv2d_max_pool2d_bwd_input`]'s per-sample
@@ -216,8 +264,9 @@ pub fn conv2d_max_pool2d_bwd_input<T: Float>(
 /// differently from summing the samples' gradients).
 ///
 /// # Panics
-/// When the geometries do not fuse or a slice length disagrees with them.
+/// When the geometries do not take `path` or a slice length disagrees with them.
 pub fn conv2d_max_pool2d_bwd_input_sum<T: Float>(
+    path: ConvPoolPath,
     g: &Conv2dGeometry,
     pg: &Pool2dGeometry,
     dy: &[T],
@@ -226,24 +275,53 @@ pub fn conv2d_max_pool2d_bwd_input_sum<T: Float>(
     dx: &mut [T],
 ) {
     let op = "conv2d_max_pool2d_bwd_input_sum";
-    check_fused::<T>(op, g, pg, [g.batch * dx.len(), w.len(), dy.len()]);
+    check_fused::<T>(op, path, g, pg, [g.batch * dx.len(), w.len(), dy.len()]);
     assert_eq!(argmax.len(), dy.len(), "{op}: argmax");
     if dx.is_empty() || g.batch == 0 {
         dx.fill(T::zero());
         return;
     }
-    super::direct::bwd_input_pooled_sum(g, dy, argmax, w, dx);
+    match path {
+        ConvPoolPath::Direct => super::direct::bwd_input_pooled_sum(g, dy, argmax, w, dx),
+        ConvPoolPath::Winograd => {
+            let one = Conv2dGeometry { batch: 1, ..*g };
+            let per_dy = pg.channels * pg.out_h * pg.out_w;
+            let plane = g.out_h * g.out_w;
+            with_scratch_in(Slot::Unpooled, Dims::new(g).y_per, |dyu: &mut [T]| {
+                dyu.fill(T::zero());
+                for (dy_i, arg_i) in dy.chunks_exact(per_dy).zip(argmax.chunks_exact(per_dy)) {
+                    let planes = dy_i.chunks_exact(per_dy / pg.channels.max(1));
+                    let args = arg_i.chunks_exact(per_dy / pg.channels.max(1));
+                    for ((dy_k, arg_k), dyu_k) in planes.zip(args).zip(dyu.chunks_exact_mut(plane))
+                    {
+                        for (&v, &a) in dy_k.iter().zip(arg_k) {
+                            dyu_k[a as usize] += v;
+                        }
+                    }
+                }
+                conv2d_bwd_input(&one, dyu, w, dx);
+            });
+        }
+    }
 }
 
-/// Checks that `g` and `pg` fuse and the lengths of the input (or its gradient), the weights
-/// and the pooled output (or its gradient) against them.
+/// Checks that `g` and `pg` can take `path` (its kernels' conditions that do not depend on the
+/// batch: the reductions over copies run the input gradient on a few copies at a time) and the
+/// lengths of the input (or its gradient), the weights and the pooled output (or its gradient)
+/// against them.
 fn check_fused<T: Float>(
     op: &str,
+    path: ConvPoolPath,
     g: &Conv2dGeometry,
     pg: &Pool2dGeometry,
     [x, w, pooled]: [usize; 3],
 ) {
-    assert!(conv2d_max_pool2d_fuses::<T>(g, pg), "{op}: {g:?} {pg:?}");
+    let fits = pools_output(g, pg)
+        && match path {
+            ConvPoolPath::Direct => direct_fuses::<T>(g),
+            ConvPoolPath::Winograd => g.out_h.is_multiple_of(2) && g.out_w.is_multiple_of(2),
+        };
+    assert!(fits, "{op}: {path:?} {g:?} {pg:?}");
     let d = Dims::new(g);
     assert_eq!(x, g.batch * d.x_per, "{op}: input length");
     assert_eq!(w, g.out_channels * d.k, "{op}: weight length");
@@ -879,6 +957,8 @@ pub(super) enum Slot {
     Work,
     /// Transformed convolution weights.
     Weights,
+    /// A fused max pool's gradient scattered back to the convolution's output.
+    Unpooled,
 }
 
 thread_local! {

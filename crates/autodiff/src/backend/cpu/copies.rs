@@ -1,7 +1,7 @@
 //! SmoothGrad's batch of noisy copies: made from a counter-based RNG, and reduced over copies
 //! (sum and sum of squares) straight out of the first convolution's input-gradient kernel.
 
-use super::conv::{conv2d_bwd_input, conv2d_max_pool2d_bwd_input};
+use super::conv::{ConvPoolPath, conv2d_bwd_input, conv2d_max_pool2d_bwd_input};
 use crate::element::Float;
 use crate::ops::geometry::{Conv2dGeometry, Pool2dGeometry};
 use crate::rng;
@@ -101,8 +101,10 @@ pub fn conv2d_bwd_input_reduce_copies<T: Float>(
 
 /// [`conv2d_bwd_input_reduce_copies`] for a convolution followed by a fused 2×2 max pool
 /// (`pg`; see [`conv2d_max_pool2d_bwd_input`]): `dy` is the pool's output gradient, `argmax`
-/// its winners.
+/// its winners, both from the forward on `path`.
+#[allow(clippy::too_many_arguments)]
 pub fn conv2d_max_pool2d_bwd_input_reduce_copies<T: Float>(
+    path: ConvPoolPath,
     g: &Conv2dGeometry,
     pg: &Pool2dGeometry,
     dy: &[T],
@@ -128,7 +130,8 @@ pub fn conv2d_max_pool2d_bwd_input_reduce_copies<T: Float>(
             batch: sub.batch,
             ..*pg
         };
-        conv2d_max_pool2d_bwd_input(sub, &pooled, &dy[span.clone()], &argmax[span], w, dx);
+        let (dy, argmax) = (&dy[span.clone()], &argmax[span]);
+        conv2d_max_pool2d_bwd_input(path, sub, &pooled, dy, argmax, w, dx);
     });
 }
 

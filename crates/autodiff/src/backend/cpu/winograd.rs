@@ -153,10 +153,51 @@ pub(super) fn conv3x3_fwd<T: Float>(
         pad_t: g.pad[0],
         pad_l: g.pad[1],
     };
+    let out = Out::plain(&p, out);
     match tile {
         Tile::F2 => convolve::<T, F2x2, 2, 4>(&p, x, w, false, bias, out),
         Tile::F4 => convolve::<T, F4x4, 4, 6>(&p, x, w, false, bias, out),
     }
+}
+
+/// Whether [`conv3x3_fwd_pooled`] applies: the forward takes F(2×2) tiles and the output has
+/// an even height and width, so that every tile is one whole window of a 2×2, stride-2 max pool.
+pub(super) fn fits_fwd_pooled(g: &Conv2dGeometry) -> bool {
+    fits_fwd(g, Tile::F2) && g.out_h.is_multiple_of(2) && g.out_w.is_multiple_of(2)
+}
+
+/// `pooled`[N,K,OH/2,OW/2] = the 2×2, stride-2 max pool of [`conv3x3_fwd`] with F(2×2) tiles,
+/// each tile's four outputs pooled as the output transform makes them (never stored), and
+/// `argmax` each window's winner as its index in the output plane (oh·OW + ow) — the values
+/// and indices of `maxpool2d_fwd` over `conv3x3_fwd`'s output, bit for bit.
+///
+/// # Panics
+/// When `g` does not fit ([`fits_fwd_pooled`]) or a length disagrees with it.
+pub(super) fn conv3x3_fwd_pooled<T: Float>(
+    g: &Conv2dGeometry,
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    pooled: &mut [T],
+    argmax: &mut [u32],
+) {
+    assert!(fits_fwd_pooled(g), "conv3x3_fwd_pooled: {g:?}");
+    let len = g.batch * g.out_channels * (g.out_h / 2) * (g.out_w / 2);
+    assert_eq!(pooled.len(), len, "conv3x3_fwd_pooled: pooled length");
+    assert_eq!(argmax.len(), len, "conv3x3_fwd_pooled: argmax length");
+    let p = Problem {
+        batch: g.batch,
+        c: g.in_channels,
+        h: g.in_h,
+        w: g.in_w,
+        k: g.out_channels,
+        oh: g.out_h,
+        ow: g.out_w,
+        pad_t: g.pad[0],
+        pad_l: g.pad[1],
+    };
+    let out = Out::Pooled(OutPtr(pooled.as_mut_ptr()), OutPtr(argmax.as_mut_ptr()));
+    convolve::<T, F2x2, 2, 4>(&p, x, w, false, bias, out);
 }
 
 /// dx[N,C,H,W] from dy[N,K,OH,OW] for a 3×3 stride-1 convolution. `dx` is overwritten.
@@ -181,6 +222,7 @@ pub(super) fn conv3x3_bwd_input<T: Float>(
         pad_t: 2 - g.pad[0],
         pad_l: 2 - g.pad[1],
     };
+    let dx = Out::plain(&p, dx);
     match tile {
         Tile::F2 => convolve::<T, F2x2, 2, 4>(&p, dy, w, true, None, dx),
         Tile::F4 => convolve::<T, F4x4, 4, 6>(&p, dy, w, true, None, dx),
@@ -197,7 +239,7 @@ fn convolve<T: Float, V: Variant<M, A>, const M: usize, const A: usize>(
     w: &[T],
     flip: bool,
     bias: Option<&[T]>,
-    out: &mut [T],
+    out: Out<T>,
 ) {
     let key = Key::Winograd {
         tile: V::TILE as u8,
@@ -417,23 +459,41 @@ fn transform_weights<T: Float, V: Variant<M, A>, const M: usize, const A: usize>
 /// of (sample, channel, row) segments, so the writes never overlap.
 #[derive(Clone, Copy)]
 struct OutPtr<T>(*mut T);
-// SAFETY: blocks write disjoint elements (see `OutPtr`); T is a plain float.
+// SAFETY: blocks write disjoint elements (see `OutPtr`); T is a plain float or index.
 unsafe impl<T: Send> Send for OutPtr<T> {}
 unsafe impl<T: Sync> Sync for OutPtr<T> {}
 
+/// Where a convolution's blocks write.
+#[derive(Clone, Copy)]
+enum Out<T> {
+    /// The output [N, K, OH, OW].
+    Plain(OutPtr<T>),
+    /// F(2×2) only, even OH and OW: its 2×2 max pool [N, K, OH/2, OW/2] and the windows'
+    /// winners (index oh·OW + ow in the output plane), as [`conv3x3_fwd_pooled`] describes.
+    Pooled(OutPtr<T>, OutPtr<u32>),
+}
+
+impl<T> Out<T> {
+    /// The whole output of `p` in `out`, whose length is checked.
+    fn plain(p: &Problem, out: &mut [T]) -> Self {
+        assert_eq!(
+            out.len(),
+            p.batch * p.k * p.oh * p.ow,
+            "winograd: output length"
+        );
+        Out::Plain(OutPtr(out.as_mut_ptr()))
+    }
+}
+
+/// Runs the blocks of `p` into `out` (its length checked by whoever made it).
 fn run<T: Float, V: Variant<M, A>, const M: usize, const A: usize>(
     p: &Problem,
     x: &[T],
     u: &[T],
     bias: Option<&[T]>,
-    out: &mut [T],
+    out: Out<T>,
 ) {
     assert_eq!(x.len(), p.batch * p.c * p.h * p.w, "winograd: input length");
-    assert_eq!(
-        out.len(),
-        p.batch * p.k * p.oh * p.ow,
-        "winograd: output length"
-    );
     assert_eq!(
         u.len(),
         wgemm::packed_len(p.k, p.c, A * A),
@@ -459,12 +519,11 @@ fn run<T: Float, V: Variant<M, A>, const M: usize, const A: usize>(
     } else {
         Threads::Single
     };
-    let ptr = OutPtr(out.as_mut_ptr());
     let body = |b: usize| {
         let first = b * per_block;
         let last = (first + per_block).min(rows);
         let t = Tiles::new(first..last, th, tw);
-        block::<T, V, M, A>(p, x, u, bias, ptr, &t, gemm_threads);
+        block::<T, V, M, A>(p, x, u, bias, out, &t, gemm_threads);
     };
     if gemm_threads == Threads::Pool || crate::parallel::is_serial() {
         (0..blocks).for_each(body);
@@ -545,7 +604,7 @@ fn block<T: Float, V: Variant<M, A>, const M: usize, const A: usize>(
     x: &[T],
     u: &[T],
     bias: Option<&[T]>,
-    out: OutPtr<T>,
+    out: Out<T>,
     t: &Tiles,
     threads: Threads,
 ) {
@@ -576,8 +635,13 @@ fn block<T: Float, V: Variant<M, A>, const M: usize, const A: usize>(
             m_xi: nts,
         };
         wgemm::multiply(shape, u, v, m, threads == Threads::Pool);
-        if !x86_output_transform::<T, V, M, A>(p, t, m, bias, out) {
-            output_transform(&cx, m, scratch, bias, out);
+        match out {
+            Out::Plain(out) => {
+                if !x86_output_transform::<T, V, M, A>(p, t, m, bias, out) {
+                    output_transform(&cx, m, scratch, bias, out);
+                }
+            }
+            Out::Pooled(pooled, argmax) => pooled_output_transform(p, t, m, bias, pooled, argmax),
         }
     });
 }
@@ -861,6 +925,108 @@ fn output_transform_v<T: Float, V: Variant<M, A>, const M: usize, const A: usize
                 let dst = unsafe { std::slice::from_raw_parts_mut(out.0.add(at), p.ow) };
                 copy_short(dst, src);
             }
+        }
+    }
+}
+
+multiversion! {
+    /// The 2×2 max pool of out = Aᵀ M A (+ bias) with F(2×2) tiles, every tile one window, for
+    /// every output channel and tile of the block.
+    fn pooled_output_transform = pooled_output_transform_impl(
+        p: &Problem,
+        t: &Tiles,
+        m: &[T],
+        bias: Option<&[T]>,
+        pooled: OutPtr<T>,
+        argmax: OutPtr<u32>,
+    )
+}
+
+/// Per output channel, one stream over the block's tiles: the tile's four outputs with the
+/// arithmetic of [`output_transform_v`] (Aᵀ along r, then along b, then the bias), pooled with
+/// `maxpool2d_fwd`'s rule (`v > best || v is NaN` in row-major order: the horizontal pairs,
+/// then bottom against top) into a line of values and of window winners; then one short copy
+/// per tile row. A winner's index is its tile's corner in the output plane (the same for every
+/// channel: made once per block) plus its offset in the window.
+#[inline(always)]
+fn pooled_output_transform_impl<T: Float>(
+    p: &Problem,
+    t: &Tiles,
+    m: &[T],
+    bias: Option<&[T]>,
+    pooled: OutPtr<T>,
+    argmax: OutPtr<u32>,
+) {
+    const A: usize = 4;
+    /// Tiles per step: fixed, so that each step compiles to vector loads and selects (the
+    /// stream runs past the block's tiles into the rows' slack, and those lanes are dropped).
+    const G: usize = 16;
+    let (nt, nts, tw) = (t.nt, t.nts, t.tw);
+    let steps = nt.div_ceil(G);
+    debug_assert!(steps * G <= nts, "the rows' slack covers the last step");
+    let ow = p.ow as u32;
+    let mut corner: Vec<u32> = t
+        .rows
+        .clone()
+        .flat_map(|row| {
+            let ty = (row % t.th) as u32;
+            (0..tw as u32).map(move |tx| 2 * ty * ow + 2 * tx)
+        })
+        .collect();
+    corner.resize(steps * G, 0);
+    let mut line = vec![T::zero(); steps * G];
+    let mut arg_line = vec![0u32; steps * G];
+    let plane = t.th * tw;
+    for ki in 0..p.k {
+        let m_k = &m[ki * A * A * nts..][..A * A * nts];
+        let add = bias.map_or(T::zero(), |b| b[ki]);
+        for step in 0..steps {
+            let j0 = step * G;
+            let e: [&[T; G]; A * A] = std::array::from_fn(|i| {
+                let row = &m_k[i * nts + j0..][..G];
+                row.try_into().unwrap_or_else(|_| unreachable!())
+            });
+            let corner: &[u32; G] = (&corner[j0..][..G])
+                .try_into()
+                .unwrap_or_else(|_| unreachable!());
+            let mut vals = [T::zero(); G];
+            let mut args = [0u32; G];
+            for l in 0..G {
+                // s[b][a] = Aᵀ (m[0][b], …, m[3][b]) [a], y[a] = Aᵀ s[·][a].
+                let s: [[T; 2]; A] = std::array::from_fn(|b| {
+                    F2x2::at1([e[b][l], e[A + b][l], e[2 * A + b][l], e[3 * A + b][l]])
+                });
+                let y0 = F2x2::at1([s[0][0], s[1][0], s[2][0], s[3][0]]);
+                let y1 = F2x2::at1([s[0][1], s[1][1], s[2][1], s[3][1]]);
+                let (v00, v01, v10, v11) = (y0[0] + add, y0[1] + add, y1[0] + add, y1[1] + add);
+                let take_top = (v01 > v00) | v01.is_nan();
+                let top = if take_top { v01 } else { v00 };
+                let take_bottom = (v11 > v10) | v11.is_nan();
+                let bottom = if take_bottom { v11 } else { v10 };
+                let take = (bottom > top) | bottom.is_nan();
+                vals[l] = if take { bottom } else { top };
+                // Offsets as masks (selects on them kept the loop scalar in `pool_plane_2x2`).
+                let mask = (take as u32).wrapping_neg();
+                let (tt, tb) = (take_top as u32, take_bottom as u32);
+                args[l] = corner[l] + (ow & mask) + (tt ^ ((tt ^ tb) & mask));
+            }
+            line[j0..][..G].copy_from_slice(&vals);
+            arg_line[j0..][..G].copy_from_slice(&args);
+        }
+        for (i, row) in t.rows.clone().enumerate() {
+            let (n, ty) = (row / t.th, row % t.th);
+            let at = (n * p.k + ki) * plane + ty * tw;
+            // SAFETY: the tw elements at `at` are one pooled row of this block's tile row:
+            // inside `pooled` and `argmax` (lengths checked in `conv3x3_fwd_pooled`) and
+            // written by no other block.
+            let (dst, dst_arg) = unsafe {
+                (
+                    std::slice::from_raw_parts_mut(pooled.0.add(at), tw),
+                    std::slice::from_raw_parts_mut(argmax.0.add(at), tw),
+                )
+            };
+            copy_short(dst, &line[i * tw..][..tw]);
+            copy_short(dst_arg, &arg_line[i * tw..][..tw]);
         }
     }
 }
