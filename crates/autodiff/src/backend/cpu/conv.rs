@@ -208,8 +208,13 @@ pub fn conv2d_max_pool2d_fwd<T: Float>(
     let op = "conv2d_max_pool2d_fwd";
     let chosen = conv2d_max_pool2d_path::<T>(g, pg);
     assert_eq!(chosen, Some(path), "{op}: {g:?} {pg:?}");
-    check_fused::<T>(op, path, g, pg, [x.len(), w.len(), pooled.len()]);
-    assert_eq!(argmax.len(), pooled.len(), "{op}: argmax");
+    check_fused::<T>(
+        op,
+        path,
+        g,
+        pg,
+        [x.len(), w.len(), pooled.len(), argmax.len()],
+    );
     if let Some(b) = bias {
         assert_eq!(b.len(), g.out_channels, "{op}: bias length");
     }
@@ -238,8 +243,7 @@ pub fn conv2d_max_pool2d_bwd_input<T: Float>(
     dx: &mut [T],
 ) {
     let op = "conv2d_max_pool2d_bwd_input";
-    check_fused::<T>(op, path, g, pg, [dx.len(), w.len(), dy.len()]);
-    assert_eq!(argmax.len(), dy.len(), "{op}: argmax");
+    check_fused::<T>(op, path, g, pg, [dx.len(), w.len(), dy.len(), argmax.len()]);
     if dx.is_empty() {
         return;
     }
@@ -275,8 +279,8 @@ pub fn conv2d_max_pool2d_bwd_input_sum<T: Float>(
     dx: &mut [T],
 ) {
     let op = "conv2d_max_pool2d_bwd_input_sum";
-    check_fused::<T>(op, path, g, pg, [g.batch * dx.len(), w.len(), dy.len()]);
-    assert_eq!(argmax.len(), dy.len(), "{op}: argmax");
+    let x_len = g.batch * dx.len();
+    check_fused::<T>(op, path, g, pg, [x_len, w.len(), dy.len(), argmax.len()]);
     if dx.is_empty() || g.batch == 0 {
         dx.fill(T::zero());
         return;
@@ -307,14 +311,14 @@ pub fn conv2d_max_pool2d_bwd_input_sum<T: Float>(
 
 /// Checks that `g` and `pg` can take `path` (its kernels' conditions that do not depend on the
 /// batch: the reductions over copies run the input gradient on a few copies at a time) and the
-/// lengths of the input (or its gradient), the weights and the pooled output (or its gradient)
-/// against them.
+/// lengths of the input (or its gradient), the weights, the pooled output (or its gradient) and
+/// the windows' winners against them.
 fn check_fused<T: Float>(
     op: &str,
     path: ConvPoolPath,
     g: &Conv2dGeometry,
     pg: &Pool2dGeometry,
-    [x, w, pooled]: [usize; 3],
+    [x, w, pooled, argmax]: [usize; 4],
 ) {
     let fits = pools_output(g, pg)
         && match path {
@@ -327,6 +331,7 @@ fn check_fused<T: Float>(
     assert_eq!(w, g.out_channels * d.k, "{op}: weight length");
     let out: usize = [pg.batch, pg.channels, pg.out_h, pg.out_w].iter().product();
     assert_eq!(pooled, out, "{op}: pooled length");
+    assert_eq!(argmax, out, "{op}: argmax length");
 }
 
 /// dw[O,C/g,kh,kw] = gradient w.r.t. the weight, given dy and x. `dw` is overwritten.

@@ -142,17 +142,7 @@ pub(super) fn conv3x3_fwd<T: Float>(
     out: &mut [T],
     tile: Tile,
 ) {
-    let p = Problem {
-        batch: g.batch,
-        c: g.in_channels,
-        h: g.in_h,
-        w: g.in_w,
-        k: g.out_channels,
-        oh: g.out_h,
-        ow: g.out_w,
-        pad_t: g.pad[0],
-        pad_l: g.pad[1],
-    };
+    let p = Problem::forward(g);
     let out = Out::plain(&p, out);
     match tile {
         Tile::F2 => convolve::<T, F2x2, 2, 4>(&p, x, w, false, bias, out),
@@ -185,17 +175,7 @@ pub(super) fn conv3x3_fwd_pooled<T: Float>(
     let len = g.batch * g.out_channels * (g.out_h / 2) * (g.out_w / 2);
     assert_eq!(pooled.len(), len, "conv3x3_fwd_pooled: pooled length");
     assert_eq!(argmax.len(), len, "conv3x3_fwd_pooled: argmax length");
-    let p = Problem {
-        batch: g.batch,
-        c: g.in_channels,
-        h: g.in_h,
-        w: g.in_w,
-        k: g.out_channels,
-        oh: g.out_h,
-        ow: g.out_w,
-        pad_t: g.pad[0],
-        pad_l: g.pad[1],
-    };
+    let p = Problem::forward(g);
     let out = Out::Pooled(OutPtr(pooled.as_mut_ptr()), OutPtr(argmax.as_mut_ptr()));
     convolve::<T, F2x2, 2, 4>(&p, x, w, false, bias, out);
 }
@@ -276,6 +256,23 @@ struct Problem {
     /// Padding before the first row / column (0, 1 or 2).
     pad_t: usize,
     pad_l: usize,
+}
+
+impl Problem {
+    /// The forward convolution of `g`.
+    fn forward(g: &Conv2dGeometry) -> Self {
+        Problem {
+            batch: g.batch,
+            c: g.in_channels,
+            h: g.in_h,
+            w: g.in_w,
+            k: g.out_channels,
+            oh: g.out_h,
+            ow: g.out_w,
+            pad_t: g.pad[0],
+            pad_l: g.pad[1],
+        }
+    }
 }
 
 /// What the transforms compute on: one scalar (`f32`, `f64`) or one vector register of them
