@@ -289,15 +289,18 @@ fn fused_reduction_over_copies_matches_the_separate_ops() {
 
 /// With `sums_only`, the fused op scatters every copy's pooled gradient into one set of dY
 /// planes and runs the convolution's input gradient once: Σ over copies as the per-copy
-/// reduction gives it (up to rounding), without Σ², for one input channel (f32 and f64) and a
-/// few (f32: the direct loops over channels are f32-only).
+/// reduction gives it (up to rounding), without Σ², for one input channel per group (f32 and
+/// f64, depthwise too), a few channels (f32: the direct loops over channels are f32-only) and
+/// Winograd F(2×2) (f32).
 #[test]
 fn sums_only_over_copies_matches_the_reduction() {
     fn case<T: Float>(xd: [usize; 4], wd: [usize; 4], seed: u64, tolerance: f64) {
         let x = uniform(&xd, seed).cast::<T>();
         let w = Var::constant(uniform(&wd, seed + 1).cast::<T>());
         let b = Var::constant(uniform(&[wd[0]], seed + 2).cast::<T>());
-        let (p, pool) = (Conv2dParams::new().padding(1), Pool2dParams::new(2));
+        let groups = xd[1] / wd[1];
+        let p = Conv2dParams::new().padding(1).groups(groups);
+        let pool = Pool2dParams::new(2);
         let spec = NoiseSpec {
             sigma: 0.2,
             first: 0,
@@ -343,6 +346,7 @@ fn sums_only_over_copies_matches_the_reduction() {
     }
     case::<f32>([1, 1, 28, 28], [8, 1, 3, 3], 50, 1e-5);
     case::<f64>([1, 1, 28, 28], [8, 1, 3, 3], 50, 1e-12);
+    case::<f64>([1, 3, 10, 10], [6, 1, 3, 3], 55, 1e-12);
     case::<f32>([1, 2, 10, 12], [6, 2, 3, 3], 60, 1e-5);
     case::<f32>([1, 8, 14, 14], [16, 8, 3, 3], 70, 1e-5);
     case::<f32>([1, 16, 8, 8], [16, 16, 3, 3], 80, 1e-5);
