@@ -147,11 +147,7 @@ pub fn conv2d_bwd_input_sum_copies<T: Float>(g: &Conv2dGeometry, dy: &[T], w: &[
         "conv2d_bwd_input_sum_copies: dy"
     );
     let mut dy_sum = crate::buffers::zeros(per_dy);
-    for copy in dy.chunks_exact(per_dy.max(1)) {
-        for (s, &v) in dy_sum.iter_mut().zip(copy) {
-            *s += v;
-        }
-    }
+    sum_copies(dy, &mut dy_sum);
     conv2d_bwd_input(&Conv2dGeometry { batch: 1, ..*g }, &dy_sum, w, dx);
     crate::buffers::recycle(dy_sum);
 }
