@@ -7,6 +7,7 @@ use crate::backend::cpu::copies::{
     conv2d_bwd_input_reduce_copies, conv2d_bwd_input_sum_copies,
     conv2d_max_pool2d_bwd_input_reduce_copies,
 };
+use crate::backend::cpu::pinned;
 use crate::element::Float;
 use crate::error::{Error, Result};
 use crate::ops::geometry::{Conv2dGeometry, Conv2dParams, Pool2dGeometry, Pool2dParams};
@@ -42,13 +43,15 @@ impl<T: Float> Tape<T> {
         let shape = Shape::new(&geometry.out_dims())?;
         // Every output is written by the kernel (GEMMs with β = 0, direct loops from the bias).
         let mut out = crate::buffers::stale(shape.numel());
-        kernels::conv2d_fwd(
-            &geometry,
-            x.value().as_slice(),
-            w.value().as_slice(),
-            bias.map(|b| b.value().as_slice()),
-            &mut out,
-        );
+        pinned(w.value(), || {
+            kernels::conv2d_fwd(
+                &geometry,
+                x.value().as_slice(),
+                w.value().as_slice(),
+                bias.map(|b| b.value().as_slice()),
+                &mut out,
+            )
+        });
         let value = Tensor::from_parts(shape, out);
         // dX needs the weights; dW needs the input. Save each only if the other is tracked.
         let x_val = iw.map(|_| x.value().clone());
@@ -99,16 +102,18 @@ impl<T: Float> Tape<T> {
         // Every output and argmax is written by the kernel.
         let mut out = crate::buffers::stale(shape.numel());
         let mut argmax = vec![0u32; shape.numel()];
-        kernels::conv2d_max_pool2d_fwd(
-            path,
-            &geometry,
-            &pool_geometry,
-            x.value().as_slice(),
-            w.value().as_slice(),
-            bias.map(|b| b.value().as_slice()),
-            &mut out,
-            &mut argmax,
-        );
+        pinned(w.value(), || {
+            kernels::conv2d_max_pool2d_fwd(
+                path,
+                &geometry,
+                &pool_geometry,
+                x.value().as_slice(),
+                w.value().as_slice(),
+                bias.map(|b| b.value().as_slice()),
+                &mut out,
+                &mut argmax,
+            )
+        });
         let value = Tensor::from_parts(shape, out);
         let w_val = ix.map(|_| w.value().clone());
         Ok(self.result(ix.is_some(), value, || Op::Conv2dMaxPool2d {
@@ -158,15 +163,17 @@ pub(super) fn conv2d_max_pool2d_backward<T: Float>(
             let dims = [1, g.in_channels, g.in_h, g.in_w];
             // Every element of dx is written.
             let mut sum = crate::buffers::stale(dims.iter().product());
-            kernels::conv2d_max_pool2d_bwd_input_sum(
-                path,
-                g,
-                pg,
-                grad.as_slice(),
-                argmax,
-                wv.as_slice(),
-                &mut sum,
-            );
+            pinned(wv, || {
+                kernels::conv2d_max_pool2d_bwd_input_sum(
+                    path,
+                    g,
+                    pg,
+                    grad.as_slice(),
+                    argmax,
+                    wv.as_slice(),
+                    &mut sum,
+                )
+            });
             accumulate(grads, ix, Tensor::from_vec(sum, &dims)?);
         }
         Some((Some(ix), Some(squares))) => {
@@ -174,16 +181,18 @@ pub(super) fn conv2d_max_pool2d_backward<T: Float>(
             let dims = [1, g.in_channels, g.in_h, g.in_w];
             let e = dims.iter().product();
             let (mut sum, mut sumsq) = (crate::buffers::zeros(e), crate::buffers::zeros(e));
-            conv2d_max_pool2d_bwd_input_reduce_copies(
-                path,
-                g,
-                pg,
-                grad.as_slice(),
-                argmax,
-                wv.as_slice(),
-                &mut sum,
-                &mut sumsq,
-            );
+            pinned(wv, || {
+                conv2d_max_pool2d_bwd_input_reduce_copies(
+                    path,
+                    g,
+                    pg,
+                    grad.as_slice(),
+                    argmax,
+                    wv.as_slice(),
+                    &mut sum,
+                    &mut sumsq,
+                )
+            });
             accumulate(grads, ix, Tensor::from_vec(sum, &dims)?);
             accumulate(squares, ix, Tensor::from_vec(sumsq, &dims)?);
         }
@@ -193,15 +202,17 @@ pub(super) fn conv2d_max_pool2d_backward<T: Float>(
                 log.record("conv2d_max_pool2d_bwd_input");
                 // Every element of dx is written.
                 let mut dx = crate::buffers::stale(g.in_dims().iter().product());
-                kernels::conv2d_max_pool2d_bwd_input(
-                    path,
-                    g,
-                    pg,
-                    grad.as_slice(),
-                    argmax,
-                    wv.as_slice(),
-                    &mut dx,
-                );
+                pinned(wv, || {
+                    kernels::conv2d_max_pool2d_bwd_input(
+                        path,
+                        g,
+                        pg,
+                        grad.as_slice(),
+                        argmax,
+                        wv.as_slice(),
+                        &mut dx,
+                    )
+                });
                 accumulate(grads, ix, Tensor::from_vec(dx, &g.in_dims())?);
             }
         }
@@ -226,7 +237,9 @@ pub(super) fn conv2d_backward<T: Float>(
         log.record("conv2d_bwd_input");
         // Every path writes all of dx (col2im and the direct loops zero it first).
         let mut dx = crate::buffers::stale(g.in_dims().iter().product());
-        kernels::conv2d_bwd_input(g, dy, wv.as_slice(), &mut dx);
+        pinned(wv, || {
+            kernels::conv2d_bwd_input(g, dy, wv.as_slice(), &mut dx)
+        });
         accumulate(grads, ix, Tensor::from_vec(dx, &g.in_dims())?);
     }
     if let (Some(iw), Some(xv)) = (w, x_val) {

@@ -2,6 +2,7 @@
 
 use super::{Input, Op};
 use crate::backend::cpu::gemm::{MatRef, Threads, linear_product, matmul};
+use crate::backend::cpu::pinned;
 use crate::element::Float;
 use crate::error::{Error, Result};
 use crate::shape::Shape;
@@ -137,16 +138,19 @@ impl<T: Float> Tape<T> {
         let mut out_dims = xd.to_vec();
         *out_dims.last_mut().unwrap_or(&mut 0) = out_f;
         let shape = Shape::new(&out_dims)?;
-        let mut out = crate::buffers::zeros(shape.numel());
-        linear_product(
-            rows,
-            out_f,
-            in_f,
-            x.value().as_slice(),
-            w.value().as_slice(),
-            &mut out,
-            Threads::Pool,
-        );
+        // Every output is written (`linear_product` overwrites).
+        let mut out = crate::buffers::stale(shape.numel());
+        pinned(w.value(), || {
+            linear_product(
+                rows,
+                out_f,
+                in_f,
+                x.value().as_slice(),
+                w.value().as_slice(),
+                &mut out,
+                Threads::Pool,
+            )
+        });
         if let Some(b) = b {
             for row in out.chunks_mut(out_f.max(1)) {
                 for (o, &bv) in row.iter_mut().zip(b.value().as_slice()) {

@@ -4,6 +4,7 @@
 pub mod conv;
 pub mod copies;
 mod derived;
+pub(crate) use derived::pinned;
 mod direct;
 pub mod elementwise;
 mod flatcol;
