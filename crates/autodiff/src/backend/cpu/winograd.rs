@@ -979,10 +979,33 @@ fn pooled_output_transform_impl<T: Float>(
         let add = bias.map_or(T::zero(), |b| b[ki]);
         for step in 0..steps {
             let j0 = step * G;
-            let e: [&[T; G]; A * A] = std::array::from_fn(|i| {
-                let row = &m_k[i * nts + j0..][..G];
-                row.try_into().unwrap_or_else(|_| unreachable!())
-            });
+            // The A² GEMM results of these tiles, spelled out: `array::from_fn` was compiled
+            // as a call per step.
+            #[inline(always)]
+            fn row<T, const G: usize>(m_k: &[T], i: usize, nts: usize, j0: usize) -> &[T; G] {
+                (&m_k[i * nts + j0..][..G])
+                    .try_into()
+                    .unwrap_or_else(|_| unreachable!())
+            }
+            let r = |i| row::<T, G>(m_k, i, nts, j0);
+            let e: [&[T; G]; A * A] = [
+                r(0),
+                r(1),
+                r(2),
+                r(3),
+                r(4),
+                r(5),
+                r(6),
+                r(7),
+                r(8),
+                r(9),
+                r(10),
+                r(11),
+                r(12),
+                r(13),
+                r(14),
+                r(15),
+            ];
             let corner: &[u32; G] = (&corner[j0..][..G])
                 .try_into()
                 .unwrap_or_else(|_| unreachable!());
@@ -990,9 +1013,9 @@ fn pooled_output_transform_impl<T: Float>(
             let mut args = [0u32; G];
             for l in 0..G {
                 // s[b][a] = Aᵀ (m[0][b], …, m[3][b]) [a], y[a] = Aᵀ s[·][a].
-                let s: [[T; 2]; A] = std::array::from_fn(|b| {
-                    F2x2::at1([e[b][l], e[A + b][l], e[2 * A + b][l], e[3 * A + b][l]])
-                });
+                let s_b =
+                    |b: usize| F2x2::at1([e[b][l], e[A + b][l], e[2 * A + b][l], e[3 * A + b][l]]);
+                let s: [[T; 2]; A] = [s_b(0), s_b(1), s_b(2), s_b(3)];
                 let y0 = F2x2::at1([s[0][0], s[1][0], s[2][0], s[3][0]]);
                 let y1 = F2x2::at1([s[0][1], s[1][1], s[2][1], s[3][1]]);
                 let (v00, v01, v10, v11) = (y0[0] + add, y0[1] + add, y1[0] + add, y1[1] + add);
