@@ -66,6 +66,30 @@ impl BitMask {
             })
         }
     }
+
+    /// [`apply`](Self::apply) with `g` overwritten in place: the same values without a second
+    /// buffer.
+    ///
+    /// ```
+    /// use smoothgrad_autodiff::ops::activation::{BitMask, relu_fwd_masked};
+    /// let (_, mask) = relu_fwd_masked(&[1.0f32, -2.0, 3.0, 0.0]);
+    /// let mut g = [0.5f32, 0.5, -0.5, 0.5];
+    /// mask.apply_in_place(&mut g, false);
+    /// assert_eq!(g, [0.5, 0.0, -0.5, 0.0]);
+    /// mask.apply_in_place(&mut g, true); // guided: only positive gradients pass
+    /// assert_eq!(g, [0.5, 0.0, 0.0, 0.0]);
+    /// ```
+    ///
+    /// # Panics
+    /// When `g.len()` differs from the mask's length.
+    pub fn apply_in_place<T: Float>(&self, g: &mut [T], positive_only: bool) {
+        assert_eq!(
+            g.len(),
+            self.len,
+            "BitMask::apply_in_place: gradient length"
+        );
+        elementwise::mask_backward_in_place(g, &self.words, positive_only);
+    }
 }
 
 /// `max(x, 0)` (NaN passed through, as PyTorch) and the mask `x > 0`, in one pass
@@ -140,7 +164,7 @@ impl<T: Float> Tape<T> {
 pub(super) fn mask_backward<T: Float>(
     x: super::Input,
     mask: &BitMask,
-    grad: &Tensor<T>,
+    grad: Tensor<T>,
     guided: bool,
     grads: &mut [Option<Tensor<T>>],
     log: &mut KernelLog,
@@ -148,11 +172,11 @@ pub(super) fn mask_backward<T: Float>(
 ) {
     if let Some(x) = x {
         log.record(kernel);
-        accumulate(
-            grads,
-            x,
-            Tensor::from_parts(grad.shape().clone(), mask.apply(grad.as_slice(), guided)),
-        );
+        // The incoming gradient is the op's own (taken from the tape's slot): masked where it
+        // lies when nothing else holds it (`data_mut` copies only a shared one).
+        let mut g = grad;
+        mask.apply_in_place(g.data_mut(), guided);
+        accumulate(grads, x, g);
     }
 }
 

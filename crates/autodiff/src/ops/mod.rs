@@ -269,10 +269,10 @@ pub(crate) fn backward<T: Float>(
         Op::Exp { x, out } => arith::exp_backward(*x, out, &grad, grads),
         Op::Log { x, x_val } => arith::log_backward(*x, x_val, &grad, grads),
         Op::Relu { x, mask } => {
-            activation::mask_backward(*x, mask, &grad, options.guided, grads, log, "relu_bwd")
+            activation::mask_backward(*x, mask, grad, options.guided, grads, log, "relu_bwd")
         }
         Op::Clamp { x, mask } => {
-            activation::mask_backward(*x, mask, &grad, options.guided, grads, log, "clamp_bwd")
+            activation::mask_backward(*x, mask, grad, options.guided, grads, log, "clamp_bwd")
         }
         Op::Reshape { x, from } => shape_ops::reshape_backward(*x, from, grad, grads)?,
         Op::Concat {

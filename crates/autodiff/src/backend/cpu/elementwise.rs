@@ -371,6 +371,47 @@ fn clamp_block<T: Float>(x: &[T], out: &mut [MaybeUninit<T>], low: T, high: T) -
     bits
 }
 
+/// [`mask_backward`] with the gradient overwritten in place: the same values, without a second
+/// buffer (whose fresh lines would each be fetched before being written).
+pub fn mask_backward_in_place<T: Float>(g: &mut [T], words: &[u64], positive_only: bool) {
+    assert_eq!(
+        words.len(),
+        g.len().div_ceil(64),
+        "mask_backward_in_place: mask length"
+    );
+    let task = task_len(g.len());
+    if g.len() <= task {
+        mask_in_place_task(g, words, positive_only);
+        return;
+    }
+    g.par_chunks_mut(task)
+        .zip(words.par_chunks(task / 64))
+        .for_each(|(g, words)| mask_in_place_task(g, words, positive_only));
+}
+
+multiversion! {
+    /// [`mask_backward_in_place`] on one task's elements.
+    fn mask_in_place_task = mask_in_place_impl(g: &mut [T], words: &[u64], positive_only: bool)
+}
+
+#[inline(always)]
+fn mask_in_place_impl<T: Float>(g: &mut [T], words: &[u64], positive_only: bool) {
+    let zero = T::zero();
+    for (block, &w) in g.chunks_mut(64).zip(words) {
+        // The selects of `mask_block` and `mask_block_guided`, on the element itself.
+        if positive_only {
+            for (i, v) in block.iter_mut().enumerate() {
+                let keep = ((w >> i) & 1 == 1) & (*v > zero);
+                *v = if keep { *v } else { zero };
+            }
+        } else {
+            for (i, v) in block.iter_mut().enumerate() {
+                *v = if (w >> i) & 1 == 1 { *v } else { zero };
+            }
+        }
+    }
+}
+
 multiversion! {
     /// [`mask_backward`] on one task's elements.
     fn mask_backward_task = mask_backward_impl(
@@ -449,6 +490,38 @@ mod tests {
         // The largest finite values do not overflow the test (v - v is exactly 0).
         assert!(all_finite(&[f32::MAX; 40]));
         assert!(all_finite::<f32>(&[]));
+    }
+
+    /// The in-place mask writes the out-of-place kernel's bits (NaN, ±0, ±inf, guided or not)
+    /// for lengths around the 64-element words and past the parallel threshold.
+    #[test]
+    fn mask_backward_in_place_matches_the_copying_kernel() {
+        for len in [1, 63, 64, 65, 200, 3 * MASKED_TASK + 17] {
+            let g: Vec<f32> = (0..len)
+                .map(|i| match i % 11 {
+                    3 => f32::NAN,
+                    5 => -0.0,
+                    7 => f32::NEG_INFINITY,
+                    _ => (i as f32 * 0.61).sin(),
+                })
+                .collect();
+            let words: Vec<u64> = (0..len.div_ceil(64) as u64)
+                .map(|i| (i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (i << 7))
+                .collect();
+            for guided in [false, true] {
+                let mut want = vec![MaybeUninit::uninit(); len];
+                mask_backward(&g, &words, guided, &mut want);
+                // SAFETY: `mask_backward` wrote every element.
+                let want: Vec<u32> = want
+                    .iter()
+                    .map(|v| unsafe { v.assume_init() }.to_bits())
+                    .collect();
+                let mut got = g.clone();
+                mask_backward_in_place(&mut got, &words, guided);
+                let got: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
+                assert_eq!(got, want, "len {len} guided {guided}");
+            }
+        }
     }
 
     #[test]
