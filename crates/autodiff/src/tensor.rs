@@ -143,6 +143,11 @@ impl<T: Float> Tensor<T> {
         &self.data.0
     }
 
+    /// Whether no other clone shares these values (so [`Tensor::data_mut`] would not copy).
+    pub(crate) fn is_unique(&self) -> bool {
+        Arc::strong_count(&self.data) == 1 && Arc::weak_count(&self.data) == 0
+    }
+
     /// Mutable access to the values; copies them first if they are shared.
     pub fn data_mut(&mut self) -> &mut [T] {
         Arc::make_mut(&mut self.data).0.as_mut_slice()

@@ -414,6 +414,20 @@ impl<T: Float> Layer<T> {
     }
 }
 
+/// Activation `layer` on a value nothing reads after it: a ReLU takes the value over and, when
+/// nothing else holds it, overwrites it in place ([`Tape::relu_owned`]); other layers as
+/// [`Layer::forward_constant`].
+fn activate_owned<T: Float>(
+    layer: &Layer<T>,
+    tape: &mut Tape<T>,
+    x: Var<T>,
+) -> smoothgrad_autodiff::Result<Var<T>> {
+    match layer {
+        Layer::Relu => tape.relu_owned(x),
+        other => other.forward_constant(tape, &[&x]),
+    }
+}
+
 /// Fails with [`LayersError::NonFinite`] when `value`, the output of `node`, holds a NaN or an
 /// infinity: one pass that counts them all (an overflow rarely stops at one value).
 fn check_finite<T: Float>(node: &Node<T>, value: &Tensor<T>) -> Result<()> {
@@ -778,9 +792,7 @@ impl<T: Float> Model<T> {
                     )
                     .map_err(forward_err(node))?;
                 check_finite(node, pooled.value())?;
-                let out = activation
-                    .layer
-                    .forward_constant(tape, &[&pooled])
+                let out = activate_owned(&activation.layer, tape, pooled)
                     .map_err(forward_err(activation))?;
                 if !(activation.layer.keeps_finite() && pool.layer.keeps_finite()) {
                     check_finite(pool, out.value())?;
@@ -796,10 +808,7 @@ impl<T: Float> Model<T> {
                     .layer
                     .forward_constant(tape, &ins)
                     .map_err(forward_err(pool))?;
-                let out = node
-                    .layer
-                    .forward_constant(tape, &[&pooled])
-                    .map_err(forward_err(node))?;
+                let out = activate_owned(&node.layer, tape, pooled).map_err(forward_err(node))?;
                 if !(node.layer.keeps_finite() && pool.layer.keeps_finite() && checked) {
                     check_finite(pool, out.value())?;
                 }
@@ -807,6 +816,23 @@ impl<T: Float> Model<T> {
                     *slot = Some(out);
                 }
                 skip = 1;
+            } else if matches!(node.layer, Layer::Relu)
+                && let [i] = node.inputs[..]
+                && checked
+                && self.last_use.get(i) == Some(&k)
+            {
+                // This node is the value's last reader: the ReLU takes it over and, when
+                // nothing else holds it, overwrites it in place (`Tape::relu_owned`). Its
+                // input was checked finite when computed, and a ReLU keeps it so.
+                drop(ins);
+                let x = values
+                    .get_mut(i)
+                    .and_then(Option::take)
+                    .ok_or_else(|| missing(&node.name, format!("value {i} is not computed")))?;
+                let out = tape.relu_owned(x).map_err(forward_err(node))?;
+                if let Some(slot) = values.get_mut(k + 1) {
+                    *slot = Some(out);
+                }
             } else {
                 let out = node
                     .layer

@@ -116,6 +116,42 @@ pub fn relu_fwd<T: Float>(x: &[T]) -> Vec<T> {
 }
 
 impl<T: Float> Tape<T> {
+    /// [`relu`](Self::relu) of a value the caller gives up: where nothing else holds its
+    /// tensor, the ReLU overwrites it in place instead of filling a new buffer (the same
+    /// values, mask and gradient).
+    ///
+    /// ```
+    /// use smoothgrad_autodiff::{Tape, Tensor};
+    /// let mut tape = Tape::new();
+    /// let x = tape.var(Tensor::from_vec(vec![1.0f32, -2.0, 3.0], &[3])?);
+    /// let h = tape.mul_scalar(&x, 2.0)?;
+    /// let y = tape.relu_owned(h)?;
+    /// assert_eq!(y.value().as_slice(), &[2.0, 0.0, 6.0]);
+    /// let total = tape.sum(&y, &[0], false)?;
+    /// let grads = tape.backward(&total)?;
+    /// assert_eq!(grads.get(&x).map(|g| g.as_slice()), Some(&[2.0f32, 0.0, 2.0][..]));
+    /// # Ok::<(), smoothgrad_autodiff::Error>(())
+    /// ```
+    pub fn relu_owned(&mut self, x: Var<T>) -> Result<Var<T>> {
+        let ix = self.input(&x)?;
+        if !x.value().is_unique() {
+            return self.relu(&x);
+        }
+        let mut value = x.into_value();
+        // Unique: `data_mut` does not copy.
+        let xs = value.data_mut();
+        let mut words = vec![0u64; xs.len().div_ceil(64)];
+        elementwise::relu_fwd_masked_in_place(xs, &mut words);
+        if ix.is_none() {
+            return Ok(Var::constant(value));
+        }
+        let mask = BitMask {
+            len: value.numel(),
+            words,
+        };
+        Ok(self.push(Op::Relu { x: ix, mask }, value))
+    }
+
     /// `max(x, 0)`; the gradient at exactly 0 is 0 (PyTorch's convention).
     pub fn relu(&mut self, x: &Var<T>) -> Result<Var<T>> {
         let ix = self.input(x)?;
@@ -183,6 +219,56 @@ pub(super) fn mask_backward<T: Float>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `relu_owned` reuses a value nobody else holds and copies a shared one; either way its
+    /// values and gradients are `relu`'s, guided or not, and the shared value is unchanged.
+    #[test]
+    fn relu_owned_reuses_an_unshared_value_and_matches_relu() -> Result<()> {
+        let data: Vec<f32> = (0..300)
+            .map(|i| match i % 7 {
+                1 => -0.0,
+                4 => f32::NAN,
+                _ => (i as f32 * 0.37).sin(),
+            })
+            .collect();
+        let seed = Tensor::from_vec((0..300).map(|i| (i as f32 * 0.11).cos()).collect(), &[300])?;
+        for guided in [false, true] {
+            let options = crate::ops::BackwardOptions {
+                guided,
+                ..Default::default()
+            };
+            let run = |owned: bool, keep: bool| -> Result<(Vec<u32>, Vec<u32>, bool)> {
+                let mut tape = Tape::new();
+                let x = tape.var(Tensor::from_vec(data.clone(), &[300])?);
+                let h = tape.mul_scalar(&x, 1.0)?;
+                let kept = keep.then(|| h.value().clone());
+                let at = h.value().as_slice().as_ptr();
+                let y = if owned {
+                    tape.relu_owned(h)?
+                } else {
+                    tape.relu(&h)?
+                };
+                let reused = std::ptr::eq(y.value().as_slice().as_ptr(), at);
+                if let Some(k) = kept {
+                    let same: Vec<u32> = k.as_slice().iter().map(|v| v.to_bits()).collect();
+                    let orig: Vec<u32> = data.iter().map(|v| v.to_bits()).collect();
+                    assert_eq!(same, orig, "a shared value is not overwritten");
+                }
+                let grads = tape.backward_with(&y, &seed, options)?;
+                let bits = |t: &Tensor<f32>| t.as_slice().iter().map(|v| v.to_bits()).collect();
+                let g = grads.get(&x).map(bits).unwrap_or_default();
+                Ok((bits(y.value()), g, reused))
+            };
+            let (want_y, want_g, _) = run(false, false)?;
+            let (y, g, reused) = run(true, false)?;
+            assert!(reused, "an unshared value is overwritten in place");
+            assert_eq!((y, g), (want_y.clone(), want_g.clone()), "guided {guided}");
+            let (y, g, reused) = run(true, true)?;
+            assert!(!reused, "a shared value is copied");
+            assert_eq!((y, g), (want_y, want_g), "guided {guided}, shared");
+        }
+        Ok(())
+    }
 
     #[test]
     fn mask_spans_word_boundaries() {

@@ -228,6 +228,46 @@ pub fn relu_fwd_masked<T: Float>(x: &[T], out: &mut [MaybeUninit<T>], words: &mu
     par_masked(x, out, words, relu_fwd_masked_task);
 }
 
+/// [`relu_fwd_masked`] with `x` overwritten by its ReLU: the same values and mask, without a
+/// second buffer.
+///
+/// # Panics
+/// When `words.len() != x.len().div_ceil(64)`.
+pub fn relu_fwd_masked_in_place<T: Float>(x: &mut [T], words: &mut [u64]) {
+    assert_eq!(
+        words.len(),
+        x.len().div_ceil(64),
+        "relu_fwd_masked_in_place: mask length"
+    );
+    let task = task_len(x.len());
+    if x.len() <= task {
+        relu_in_place_task(x, words);
+        return;
+    }
+    x.par_chunks_mut(task)
+        .zip(words.par_chunks_mut(task / 64))
+        .for_each(|(x, words)| relu_in_place_task(x, words));
+}
+
+multiversion! {
+    /// [`relu_fwd_masked_in_place`] on one task's elements.
+    fn relu_in_place_task = relu_in_place_impl(x: &mut [T], words: &mut [u64])
+}
+
+#[inline(always)]
+fn relu_in_place_impl<T: Float>(x: &mut [T], words: &mut [u64]) {
+    let zero = T::zero();
+    for (block, word) in x.chunks_mut(64).zip(words.iter_mut()) {
+        // `relu_block`'s bit and select, on the element itself.
+        let mut bits = 0u64;
+        for (i, v) in block.iter_mut().enumerate() {
+            bits |= ((*v > zero) as u64) << i;
+            *v = if *v <= zero { zero } else { *v };
+        }
+        *word = bits;
+    }
+}
+
 /// ReLU forward without a mask (for inputs that need no gradient).
 ///
 /// # Panics
@@ -521,6 +561,37 @@ mod tests {
                 let got: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
                 assert_eq!(got, want, "len {len} guided {guided}");
             }
+        }
+    }
+
+    /// ReLU in place writes the copying kernel's values and mask bits (NaN, ±0, ±inf).
+    #[test]
+    fn relu_in_place_matches_the_copying_kernel() {
+        for len in [1, 63, 64, 65, 200, 3 * MASKED_TASK + 17] {
+            let x: Vec<f32> = (0..len)
+                .map(|i| match i % 13 {
+                    2 => f32::NAN,
+                    4 => -0.0,
+                    6 => 0.0,
+                    8 => f32::INFINITY,
+                    10 => f32::NEG_INFINITY,
+                    _ => (i as f32 * 0.73).cos(),
+                })
+                .collect();
+            let mut want = vec![MaybeUninit::uninit(); len];
+            let mut want_words = vec![0u64; len.div_ceil(64)];
+            relu_fwd_masked(&x, &mut want, &mut want_words);
+            // SAFETY: `relu_fwd_masked` wrote every element.
+            let want: Vec<u32> = want
+                .iter()
+                .map(|v| unsafe { v.assume_init() }.to_bits())
+                .collect();
+            let mut got = x.clone();
+            let mut words = vec![u64::MAX; len.div_ceil(64)];
+            relu_fwd_masked_in_place(&mut got, &mut words);
+            let got: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
+            assert_eq!(got, want, "len {len}");
+            assert_eq!(words, want_words, "len {len}");
         }
     }
 
