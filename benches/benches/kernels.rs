@@ -25,6 +25,7 @@ use smoothgrad_autodiff::backend::cpu::copies::{
     NoiseSource, conv2d_bwd_input_reduce_copies, conv2d_bwd_input_sum_copies, noisy_copies_fwd,
     reduce_copies,
 };
+use smoothgrad_autodiff::backend::cpu::elementwise::relu_fwd_masked_in_place;
 use smoothgrad_autodiff::backend::cpu::pool::{
     avgpool2d_bwd, avgpool2d_fwd, maxpool2d_bwd, maxpool2d_fwd,
 };
@@ -117,6 +118,12 @@ fn relu(c: &mut Criterion) {
         // Reads x, writes y and the 1-bit mask.
         fwd.throughput(Throughput::Bytes(2 * bytes(n) + n as u64 / 8));
         fwd.bench_function(id, |b| b.iter(|| relu_fwd_masked(black_box(x.as_slice()))));
+        // What a ReLU does to a value it takes over (`Tape::relu_owned`); ReLU twice gives the
+        // same values, so every iteration does the same work.
+        let (mut owned, mut words) = (x.as_slice().to_vec(), vec![0u64; n.div_ceil(64)]);
+        fwd.bench_function(format!("{id}/in_place"), |b| {
+            b.iter(|| relu_fwd_masked_in_place(black_box(owned.as_mut_slice()), &mut words))
+        });
     }
     fwd.finish();
     let mut bwd = c.benchmark_group("cpu/relu_bwd");

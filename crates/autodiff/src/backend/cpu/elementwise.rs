@@ -256,16 +256,28 @@ multiversion! {
 
 #[inline(always)]
 fn relu_in_place_impl<T: Float>(x: &mut [T], words: &mut [u64]) {
-    let zero = T::zero();
-    for (block, word) in x.chunks_mut(64).zip(words.iter_mut()) {
-        // `relu_block`'s bit and select, on the element itself.
-        let mut bits = 0u64;
-        for (i, v) in block.iter_mut().enumerate() {
-            bits |= ((*v > zero) as u64) << i;
-            *v = if *v <= zero { zero } else { *v };
-        }
-        *word = bits;
+    // Whole 64-element blocks as fixed-size arrays (so the block loop unrolls and
+    // vectorises), then the partial last one.
+    let (blocks, rest) = x.as_chunks_mut::<64>();
+    let n = blocks.len();
+    for (block, word) in blocks.iter_mut().zip(words.iter_mut()) {
+        *word = relu_block_in_place(block);
     }
+    if !rest.is_empty() {
+        words[n] = relu_block_in_place(rest);
+    }
+}
+
+/// `relu_block`'s bit and select on each element itself: at most 64 elements.
+#[inline(always)]
+fn relu_block_in_place<T: Float>(x: &mut [T]) -> u64 {
+    let zero = T::zero();
+    let mut bits = 0u64;
+    for (i, v) in x.iter_mut().enumerate() {
+        bits |= ((*v > zero) as u64) << i;
+        *v = if *v <= zero { zero } else { *v };
+    }
+    bits
 }
 
 /// ReLU forward without a mask (for inputs that need no gradient).
@@ -436,19 +448,43 @@ multiversion! {
 
 #[inline(always)]
 fn mask_in_place_impl<T: Float>(g: &mut [T], words: &[u64], positive_only: bool) {
-    let zero = T::zero();
-    for (block, &w) in g.chunks_mut(64).zip(words) {
-        // The selects of `mask_block` and `mask_block_guided`, on the element itself.
-        if positive_only {
-            for (i, v) in block.iter_mut().enumerate() {
-                let keep = ((w >> i) & 1 == 1) & (*v > zero);
-                *v = if keep { *v } else { zero };
-            }
-        } else {
-            for (i, v) in block.iter_mut().enumerate() {
-                *v = if (w >> i) & 1 == 1 { *v } else { zero };
-            }
+    let (blocks, rest) = g.as_chunks_mut::<64>();
+    let n = blocks.len();
+    // Two loops rather than a test per element, and whole blocks as fixed-size arrays, as in
+    // `mask_backward_impl`.
+    if positive_only {
+        for (block, &w) in blocks.iter_mut().zip(words) {
+            mask_in_place_guided(block, w);
         }
+        if !rest.is_empty() {
+            mask_in_place_guided(rest, words[n]);
+        }
+    } else {
+        for (block, &w) in blocks.iter_mut().zip(words) {
+            mask_in_place_block(block, w);
+        }
+        if !rest.is_empty() {
+            mask_in_place_block(rest, words[n]);
+        }
+    }
+}
+
+/// `mask_block`'s select on each element itself: at most 64 elements.
+#[inline(always)]
+fn mask_in_place_block<T: Float>(g: &mut [T], w: u64) {
+    let zero = T::zero();
+    for (i, v) in g.iter_mut().enumerate() {
+        *v = if (w >> i) & 1 == 1 { *v } else { zero };
+    }
+}
+
+/// `mask_block_guided`'s select on each element itself: at most 64 elements.
+#[inline(always)]
+fn mask_in_place_guided<T: Float>(g: &mut [T], w: u64) {
+    let zero = T::zero();
+    for (i, v) in g.iter_mut().enumerate() {
+        let keep = ((w >> i) & 1 == 1) & (*v > zero);
+        *v = if keep { *v } else { zero };
     }
 }
 
