@@ -59,12 +59,10 @@ impl BitMask {
     /// When `g.len()` differs from the mask's length.
     pub fn apply<T: Float>(&self, g: &[T], positive_only: bool) -> Vec<T> {
         assert_eq!(g.len(), self.len, "BitMask::apply: gradient length");
-        // SAFETY: `mask_backward` writes every element of `out`.
-        unsafe {
-            filled_vec(g.len(), |out| {
-                elementwise::mask_backward(g, &self.words, positive_only, out)
-            })
-        }
+        let mut out = crate::buffers::with_capacity(g.len());
+        out.extend_from_slice(g);
+        elementwise::mask_backward(&mut out, &self.words, positive_only);
+        out
     }
 
     /// [`apply`](Self::apply) with `g` overwritten in place: the same values without a second
@@ -88,7 +86,7 @@ impl BitMask {
             self.len,
             "BitMask::apply_in_place: gradient length"
         );
-        elementwise::mask_backward_in_place(g, &self.words, positive_only);
+        elementwise::mask_backward(g, &self.words, positive_only);
     }
 }
 
