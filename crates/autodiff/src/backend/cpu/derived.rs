@@ -139,10 +139,15 @@ fn bytes<T: Float>(w: &[T]) -> &[u8] {
 /// bytes while `w` is pinned takes the pinned tensor (dropping its copy), so that it is found
 /// by address from then on.
 fn lookup<T: Float>(c: &mut Cache, key: Key, w: &[T]) -> Option<Arc<Vec<T>>> {
-    let e = c.entries.iter_mut().find(|e| {
-        e.key == key && e.derived.is::<Arc<Vec<T>>>() && !matches!(e.holds(w), Same::No)
-    })?;
-    if !matches!(e.holds(w), Same::Storage)
+    let (e, same) = c
+        .entries
+        .iter_mut()
+        .filter(|e| e.key == key && e.derived.is::<Arc<Vec<T>>>())
+        .find_map(|e| match e.holds(w) {
+            Same::No => None,
+            same => Some((e, same)),
+        })?;
+    if matches!(same, Same::Bytes)
         && let Some(pin) = pin_of(w)
     {
         e.raw = Box::new(pin);
