@@ -151,6 +151,21 @@ pub(super) fn conv2d_max_pool2d_backward<T: Float>(
     log: &mut KernelLog,
 ) -> Result<()> {
     let Some(wv) = w_val else { return Ok(()) };
+    // Every kernel below reads these weights: pinned once for the op (see `derived::pinned`).
+    pinned(wv, || {
+        conv2d_max_pool2d_backward_pinned(x, copies, fused, wv, grad, grads, log)
+    })
+}
+
+fn conv2d_max_pool2d_backward_pinned<T: Float>(
+    x: Input,
+    copies: Option<(Input, Squares<'_, T>)>,
+    fused: &Fused<'_>,
+    wv: &Tensor<T>,
+    grad: &Tensor<T>,
+    grads: &mut [Option<Tensor<T>>],
+    log: &mut KernelLog,
+) -> Result<()> {
     let &Fused {
         conv: g,
         pool: pg,
@@ -163,17 +178,15 @@ pub(super) fn conv2d_max_pool2d_backward<T: Float>(
             let dims = [1, g.in_channels, g.in_h, g.in_w];
             // Every element of dx is written.
             let mut sum = crate::buffers::stale(dims.iter().product());
-            pinned(wv, || {
-                kernels::conv2d_max_pool2d_bwd_input_sum(
-                    path,
-                    g,
-                    pg,
-                    grad.as_slice(),
-                    argmax,
-                    wv.as_slice(),
-                    &mut sum,
-                )
-            });
+            kernels::conv2d_max_pool2d_bwd_input_sum(
+                path,
+                g,
+                pg,
+                grad.as_slice(),
+                argmax,
+                wv.as_slice(),
+                &mut sum,
+            );
             accumulate(grads, ix, Tensor::from_vec(sum, &dims)?);
         }
         Some((Some(ix), Some(squares))) => {
@@ -181,18 +194,16 @@ pub(super) fn conv2d_max_pool2d_backward<T: Float>(
             let dims = [1, g.in_channels, g.in_h, g.in_w];
             let e = dims.iter().product();
             let (mut sum, mut sumsq) = (crate::buffers::zeros(e), crate::buffers::zeros(e));
-            pinned(wv, || {
-                conv2d_max_pool2d_bwd_input_reduce_copies(
-                    path,
-                    g,
-                    pg,
-                    grad.as_slice(),
-                    argmax,
-                    wv.as_slice(),
-                    &mut sum,
-                    &mut sumsq,
-                )
-            });
+            conv2d_max_pool2d_bwd_input_reduce_copies(
+                path,
+                g,
+                pg,
+                grad.as_slice(),
+                argmax,
+                wv.as_slice(),
+                &mut sum,
+                &mut sumsq,
+            );
             accumulate(grads, ix, Tensor::from_vec(sum, &dims)?);
             accumulate(squares, ix, Tensor::from_vec(sumsq, &dims)?);
         }
@@ -202,17 +213,15 @@ pub(super) fn conv2d_max_pool2d_backward<T: Float>(
                 log.record("conv2d_max_pool2d_bwd_input");
                 // Every element of dx is written.
                 let mut dx = crate::buffers::stale(g.in_dims().iter().product());
-                pinned(wv, || {
-                    kernels::conv2d_max_pool2d_bwd_input(
-                        path,
-                        g,
-                        pg,
-                        grad.as_slice(),
-                        argmax,
-                        wv.as_slice(),
-                        &mut dx,
-                    )
-                });
+                kernels::conv2d_max_pool2d_bwd_input(
+                    path,
+                    g,
+                    pg,
+                    grad.as_slice(),
+                    argmax,
+                    wv.as_slice(),
+                    &mut dx,
+                );
                 accumulate(grads, ix, Tensor::from_vec(dx, &g.in_dims())?);
             }
         }
